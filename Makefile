@@ -1,0 +1,59 @@
+# make all [PARAMS=quick]   the whole notebook pipeline on one parameter set
+# make test                 pytest (the same environment bootstrap)
+# make lab                  JupyterLab on notebooks/ with the project kernel
+# make bench                benchmarks: ratios measured side by side in one run
+SHELL := /bin/bash
+PARAMS ?= quick
+
+# An active conda env made from environment.yml is used as is; otherwise a local .venv via pip.
+ifeq ($(CONDA_DEFAULT_ENV),memaudit)
+PY := python
+ENV_STAMP :=
+else
+PY := $(CURDIR)/.venv/bin/python
+ENV_STAMP := .venv/.installed
+endif
+# The FFCV backend is installed when its system libraries are present (see README).
+EXTRAS := dev$(shell pkg-config --exists libturbojpeg opencv4 2>/dev/null && echo ,ffcv)
+# On the project's shared machines the re-split CIFAR-100 lies next to the checkout.
+SHARED_DATA := $(abspath ../shared/data/cifar100-resplit)
+export CIFAR_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/cifar-100-python/train),$(SHARED_DATA),)
+export MEMAUDIT_REFERENCE_DIR ?= $(if $(wildcard ../shared/data/reference/*.npz),$(abspath ../shared/data/reference),)
+
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+RUN := runs/$(PARAMS)
+EXECUTED := $(patsubst notebooks/%,$(RUN)/%,$(NOTEBOOKS))
+LIB := $(wildcard lib/*.py)
+
+.PHONY: all test lab bench env clean-run
+all: $(EXECUTED)
+	@echo "report: figures/$(PARAMS)/index.html"
+
+env: $(ENV_STAMP)
+
+.venv/.installed: pyproject.toml
+	test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/pip install --upgrade pip
+	.venv/bin/pip install -e ".[$(EXTRAS)]"
+	.venv/bin/python -m ipykernel install --sys-prefix --name memaudit --display-name "memaudit (project)"
+	touch $@
+
+# Each executed notebook depends on its source, the parameter file, the library and the
+# previous step's executed notebook: a step reruns only when one of those changed.
+define STEP
+$(RUN)/$(notdir $(1)): $(1) params/$(PARAMS).yaml $(LIB) $(2) | $(ENV_STAMP)
+	$(PY) -m lib.pipeline $(PARAMS) $(1)
+endef
+$(foreach i,$(shell seq 1 $(words $(NOTEBOOKS))),$(eval $(call STEP,$(word $(i),$(NOTEBOOKS)),$(if $(filter 1,$(i)),,$(RUN)/$(notdir $(word $(shell expr $(i) - 1),$(NOTEBOOKS)))))))
+
+test: $(ENV_STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && { echo "pytest collected no tests"; exit 1; }; exit $$rc
+
+lab: $(ENV_STAMP)
+	$(PY) -m jupyter lab --notebook-dir=notebooks
+
+bench: $(ENV_STAMP)
+	@for b in $(sort $(wildcard bench/bench_*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-run:
+	rm -rf $(RUN) figures/$(PARAMS)

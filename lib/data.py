@@ -1,0 +1,239 @@
+"""CIFAR-10/100 from the official on-disk layout, as uint8 NHWC arrays.
+
+The official python pickles are read directly each time (a second or two).
+Whether the copy is the official one is decided by file checksums: anything
+that joins this data with externally published indices (FZ's estimates,
+ciFAIR's lists) must call `require_official` first.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .params import ROOT, Params
+
+# Official archives and their member files (md5), as published by the dataset authors.
+SOURCES = {
+    "cifar100": dict(
+        folder="cifar-100-python",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        tar_md5="eb9058c3a382ffc7106e4002c42a8d85",
+        files={"train": "16019d7e3df5f24257cddd939b257f8d",
+               "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+               "meta": "7973b15100ade9c7d40fb424638fde48"},
+    ),
+    "cifar10": dict(
+        folder="cifar-10-batches-py",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        tar_md5="c58f30108f718f92721af3b95e74349a",
+        files={"data_batch_1": "c99cafc152244af753f735de768cd75f",
+               "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+               "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+               "data_batch_4": "634d18415352ddfa80567beed471001a",
+               "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+               "test_batch": "40351d587109b95175f43aff81a1287e",
+               "batches.meta": "5ff9c542aee3614f3951f8cda6e48888"},
+    ),
+}
+
+
+class DataError(RuntimeError):
+    """Data missing, corrupt, or not the copy an analysis needs."""
+
+
+@dataclass(frozen=True)
+class Cifar:
+    dataset: str                 # cifar100 | cifar10
+    folder: Path                 # the on-disk folder read
+    official: bool               # every file matches the official checksum
+    x_train: np.ndarray          # (n_train, 32, 32, 3) uint8
+    y_train: np.ndarray          # (n_train,) int64 in 0..n_classes-1
+    x_test: np.ndarray           # (n_test, 32, 32, 3) uint8
+    y_test: np.ndarray           # (n_test,) int64
+    coarse_train: np.ndarray | None  # (n_train,) int64, CIFAR-100 only
+    coarse_test: np.ndarray | None
+    class_names: list[str]       # class_names[y] for y in 0..n_classes-1
+    classes: np.ndarray          # (n_classes,) original label id of each class
+    idx_train: np.ndarray        # (n_train,) int64 row in the on-disk train set
+    idx_test: np.ndarray         # (n_test,) int64 row in the on-disk test set
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def is_subset(self) -> bool:
+        full = {"cifar100": (50000, 10000), "cifar10": (50000, 10000)}[self.dataset]
+        return (len(self.y_train), len(self.y_test)) != full
+
+
+def data_root(data_dir: str = "") -> Path:
+    """Folder holding cifar-100-python/ etc.: the param, else $CIFAR_DATA_DIR, else <root>/data."""
+    if data_dir:
+        p = Path(data_dir).expanduser()
+        return p if p.is_absolute() else ROOT / p
+    env = os.environ.get("CIFAR_DATA_DIR", "")
+    return Path(env).expanduser() if env else ROOT / "data"
+
+
+def md5(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def checksum_report(folder: Path, dataset: str) -> dict[str, tuple[str | None, bool]]:
+    """file -> (md5 or None if missing, matches official)."""
+    out = {}
+    for name, want in SOURCES[dataset]["files"].items():
+        path = Path(folder) / name
+        got = md5(path) if path.is_file() else None
+        out[name] = (got, got == want)
+    return out
+
+
+def is_official(folder: Path, dataset: str) -> bool:
+    return all(ok for _, ok in checksum_report(folder, dataset).values())
+
+
+def require_official(ds: Cifar, what: str) -> None:
+    """Refuse to join `ds` with data published on official indices."""
+    if not ds.official:
+        raise DataError(
+            f"{what} is keyed by official {ds.dataset} indices, but {ds.folder} is not the official copy "
+            "(file checksums differ); joining them would pair unrelated images"
+        )
+    if ds.is_subset:
+        raise DataError(f"{what} needs the full {ds.dataset} (no class subset or per-class cap)")
+
+
+def download(dataset: str, root: Path, timeout: float = 60) -> Path:
+    """Fetch and verify the official archive into root/; returns the dataset folder."""
+    src = SOURCES[dataset]
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        tar_path = Path(tmp) / "archive.tar.gz"
+        try:
+            with urllib.request.urlopen(src["url"], timeout=timeout) as r, open(tar_path, "wb") as f:
+                shutil.copyfileobj(r, f)
+        except OSError as e:
+            raise DataError(
+                f"{dataset} is not in {root / src['folder']} and downloading {src['url']} failed ({e}); "
+                f"put the official {src['folder']}/ folder in {root} or set CIFAR_DATA_DIR"
+            ) from None
+        got = md5(tar_path)
+        if got != src["tar_md5"]:
+            raise DataError(f"downloaded {src['url']} has md5 {got}, expected {src['tar_md5']}; not extracted")
+        with tarfile.open(tar_path) as t:
+            t.extractall(tmp, filter="data")
+        shutil.move(str(Path(tmp) / src["folder"]), str(root / src["folder"]))
+    return root / src["folder"]
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")
+
+
+def _to_nhwc(flat: np.ndarray) -> np.ndarray:
+    # on disk: (N, 3072) with the R, G, B planes of each image in turn
+    return np.ascontiguousarray(np.asarray(flat, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+
+
+def read_raw(folder: Path, dataset: str) -> dict:
+    """The whole on-disk dataset, no subsetting."""
+    folder = Path(folder)
+    if dataset == "cifar100":
+        tr, te, meta = (_unpickle(folder / n) for n in ("train", "test", "meta"))
+        return dict(
+            x_train=_to_nhwc(tr["data"]), y_train=np.asarray(tr["fine_labels"], np.int64),
+            coarse_train=np.asarray(tr["coarse_labels"], np.int64),
+            x_test=_to_nhwc(te["data"]), y_test=np.asarray(te["fine_labels"], np.int64),
+            coarse_test=np.asarray(te["coarse_labels"], np.int64),
+            class_names=list(meta["fine_label_names"]),
+        )
+    batches = [_unpickle(folder / f"data_batch_{i}") for i in range(1, 6)]
+    te, meta = _unpickle(folder / "test_batch"), _unpickle(folder / "batches.meta")
+    return dict(
+        x_train=_to_nhwc(np.concatenate([b["data"] for b in batches])),
+        y_train=np.concatenate([np.asarray(b["labels"], np.int64) for b in batches]),
+        coarse_train=None,
+        x_test=_to_nhwc(te["data"]), y_test=np.asarray(te["labels"], np.int64), coarse_test=None,
+        class_names=list(meta["label_names"]),
+    )
+
+
+def _select(y: np.ndarray, classes: np.ndarray, cap: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Sorted row indices of the chosen classes, at most `cap` per class (chosen by rng)."""
+    keep = []
+    for c in classes:
+        rows = np.flatnonzero(y == c)
+        if cap is not None and len(rows) > cap:
+            rows = np.sort(rng.choice(rows, size=cap, replace=False))
+        keep.append(rows)
+    return np.sort(np.concatenate(keep))
+
+
+def load_cifar(*, dataset: str = "cifar100", data_dir: str = "", download_missing: bool = True,
+               classes: list[int] | None = None, n_train_per_class: int | None = None,
+               n_test_per_class: int | None = None, seed: int = 0) -> Cifar:
+    """Read (downloading if needed) and optionally subset a CIFAR dataset.
+
+    With `classes`, labels are renumbered 0..len(classes)-1 in the order given;
+    `classes` and `idx_train`/`idx_test` map back to the on-disk dataset.
+    """
+    root = data_root(data_dir)
+    folder = root / SOURCES[dataset]["folder"]
+    missing = [n for n in SOURCES[dataset]["files"] if not (folder / n).is_file()]
+    if missing:
+        if not download_missing:
+            raise DataError(f"{folder} lacks {missing}; put the official {folder.name}/ folder in {root} "
+                            "or set CIFAR_DATA_DIR (download is off)")
+        folder = download(dataset, root)
+    raw = read_raw(folder, dataset)
+    n_all = len(raw["class_names"])
+    cls = np.arange(n_all) if classes is None else np.asarray(classes, np.int64)
+    rng_train = np.random.default_rng([seed, 0xDA7A, 0])
+    rng_test = np.random.default_rng([seed, 0xDA7A, 1])
+    idx_tr = _select(raw["y_train"], cls, n_train_per_class, rng_train)
+    idx_te = _select(raw["y_test"], cls, n_test_per_class, rng_test)
+    relabel = np.full(n_all, -1, np.int64)
+    relabel[cls] = np.arange(len(cls))
+    pick = lambda a, i: None if a is None else a[i]  # noqa: E731
+    return Cifar(
+        dataset=dataset, folder=folder, official=is_official(folder, dataset),
+        x_train=raw["x_train"][idx_tr], y_train=relabel[raw["y_train"][idx_tr]],
+        x_test=raw["x_test"][idx_te], y_test=relabel[raw["y_test"][idx_te]],
+        coarse_train=pick(raw["coarse_train"], idx_tr), coarse_test=pick(raw["coarse_test"], idx_te),
+        class_names=[raw["class_names"][c] for c in cls], classes=cls,
+        idx_train=idx_tr, idx_test=idx_te,
+    )
+
+
+def load(p: Params) -> Cifar:
+    """The dataset a parameter set asks for."""
+    return load_cifar(dataset=p.dataset, data_dir=p.data_dir, download_missing=p.download, classes=p.classes,
+                      n_train_per_class=p.n_train_per_class, n_test_per_class=p.n_test_per_class, seed=p.seed)
+
+
+def exact_duplicate_counts(ds: Cifar) -> dict[str, int]:
+    """Byte-identical images: extra copies within train, and test images with a copy in train."""
+    h_tr = [hashlib.blake2b(x.tobytes(), digest_size=16).digest() for x in ds.x_train]
+    h_te = [hashlib.blake2b(x.tobytes(), digest_size=16).digest() for x in ds.x_test]
+    train_set = set(h_tr)
+    return dict(
+        within_train=len(h_tr) - len(train_set),
+        within_test=len(h_te) - len(set(h_te)),
+        test_with_train_copy=sum(h in train_set for h in h_te),
+    )

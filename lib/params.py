@@ -1,0 +1,233 @@
+"""Parameter sets: one block of documented defaults, YAML files that override it.
+
+`load("quick")` reads params/quick.yaml, checks every key against `Params`,
+and returns one frozen object. Anything wrong stops here, before any work,
+with one line naming the key and the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]  # the project checkout
+PARAMS_DIR = ROOT / "params"
+
+N_CLASSES = {"cifar100": 100, "cifar10": 10}
+
+
+class ParamsError(ValueError):
+    """A parameter file is wrong; the message names the key and the file."""
+
+
+@dataclass(frozen=True)
+class Params:
+    # --- identity and machine ---
+    name: str = ""                  # set from the file name; names runs/<name>/ and figures/<name>/
+    seed: int = 0                   # every random choice derives from this
+    requires_gpu: bool = False      # refuse to start without CUDA (override: MEMAUDIT_ALLOW_CPU=1)
+    device: str = "auto"            # auto | cpu | cuda
+    mode: str = "train"             # train: estimate memorization ourselves; reference: FZ's released files
+
+    # --- data ---
+    dataset: str = "cifar100"       # cifar100 | cifar10
+    data_dir: str = ""              # folder holding cifar-100-python/; "" -> $CIFAR_DATA_DIR, else <root>/data
+    download: bool = True           # fetch (with checksum) when missing
+    classes: list[int] | None = None  # fine-class subset (original label ids); None = all
+    n_train_per_class: int | None = None  # cap per class, chosen by seed; None = all
+    n_test_per_class: int | None = None   # cap per class, chosen by seed; None = all
+
+    # --- training (one model) ---
+    model: str = "resnet50"         # tiny_cnn | resnet18 | resnet50
+    width: int = 64                 # base channels of the model
+    epochs: int = 160
+    batch_size: int = 512
+    lr_peak: float = 0.4            # per batch of batch_size, at the top of the triangle
+    lr_peak_epoch: float = 15.0     # epoch where the triangular schedule peaks
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4      # the paper's convergence fix; FZ's "Original" uses 0
+    label_smoothing: float = 0.0
+    loader: str = "tensor"          # tensor (uint8 on device, batched augmentation) | ffcv
+    eval_batch_size: int = 1024
+
+    # --- subset runs: FZ's estimator (notebook 01) ---
+    subset_ratio: float = 0.7       # r: fraction of the training set each subset model sees
+    n_subset_models: int = 4000     # k
+    subset_weight_decay: float | None = None  # None -> weight_decay
+
+    # --- memorization and influence (notebook 02) ---
+    mem_threshold: float = 0.25     # memorized: mem >= this
+    infl_threshold: float = 0.15    # high-influence pair: infl >= this
+    top_k_influencers: int = 10     # kept per test example
+    influence_block: int = 4096     # train examples per block of the blocked influence computation
+
+    # --- leakage (notebook 03) ---
+    dup_exact_only_hash: bool = False  # True: skip near-duplicate search (exact hashing only)
+    dup_near_threshold: float = 0.90   # similarity at or above -> automatic verdict "near"
+    dup_review_threshold: float = 0.80 # similarity at or above -> listed for review
+    dup_top_k: int = 5                 # candidates kept per query image
+
+    # --- sub-populations (notebook 04) ---
+    subpop_min_train: int = 2       # memorized train points sharing a test point to form a group
+
+    # --- marginal utility retraining (notebook 05) ---
+    retrain: bool = True            # False: notebooks 05-06 report buckets only (no retraining)
+    n_retrain_models: int = 100     # models per condition
+    retrain_epochs: int | None = None  # None -> epochs
+
+    def __post_init__(self) -> None:
+        _validate(self, source="<Params>")
+
+    # ---- derived paths (no hidden state: all from name and ROOT) ----
+    @property
+    def run_dir(self) -> Path:
+        return ROOT / "runs" / self.name
+
+    @property
+    def fig_dir(self) -> Path:
+        return ROOT / "figures" / self.name
+
+    @property
+    def n_classes_dataset(self) -> int:
+        return N_CLASSES[self.dataset]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, folder: Path | str) -> Path:
+        """Write the resolved parameters next to a run's outputs."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "params.resolved.yaml"
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+    def digest(self, keys: typing.Iterable[str]) -> str:
+        """Stable JSON of selected keys: what a store must agree with to be resumed."""
+        d = self.to_dict()
+        return json.dumps({k: d[k] for k in sorted(keys)}, sort_keys=True)
+
+
+CHOICES = {
+    "device": {"auto", "cpu", "cuda"},
+    "mode": {"train", "reference"},
+    "dataset": set(N_CLASSES),
+    "model": {"tiny_cnn", "resnet18", "resnet50"},
+    "loader": {"tensor", "ffcv"},
+}
+POSITIVE = {"width", "epochs", "batch_size", "eval_batch_size", "n_subset_models", "top_k_influencers",
+            "influence_block", "dup_top_k", "subpop_min_train", "n_retrain_models", "retrain_epochs",
+            "n_train_per_class", "n_test_per_class"}
+NON_NEGATIVE = {"lr_peak", "lr_peak_epoch", "momentum", "weight_decay", "label_smoothing", "seed",
+                "subset_weight_decay"}
+UNIT_OPEN = {"subset_ratio"}  # strictly inside (0, 1)
+UNIT_CLOSED = {"mem_threshold", "infl_threshold", "dup_near_threshold", "dup_review_threshold", "momentum",
+               "label_smoothing"}
+
+
+def _check_type(value, hint) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_check_type(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_check_type(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _validate(p: Params, source: str) -> None:
+    hints = typing.get_type_hints(Params)
+    for f in dataclasses.fields(p):
+        v = getattr(p, f.name)
+        if not _check_type(v, hints[f.name]):
+            raise ParamsError(f"{source}: key '{f.name}' must be {_type_name(hints[f.name])}, got {v!r}")
+        if f.name in CHOICES and v not in CHOICES[f.name]:
+            raise ParamsError(f"{source}: key '{f.name}' must be one of {sorted(CHOICES[f.name])}, got {v!r}")
+        if v is None:
+            continue
+        if f.name in POSITIVE and v <= 0:
+            raise ParamsError(f"{source}: key '{f.name}' must be > 0, got {v!r}")
+        if f.name in NON_NEGATIVE and v < 0:
+            raise ParamsError(f"{source}: key '{f.name}' must be >= 0, got {v!r}")
+        if f.name in UNIT_OPEN and not 0 < v < 1:
+            raise ParamsError(f"{source}: key '{f.name}' must be inside (0, 1), got {v!r}")
+        if f.name in UNIT_CLOSED and not 0 <= v <= 1:
+            raise ParamsError(f"{source}: key '{f.name}' must be in [0, 1], got {v!r}")
+    if p.classes is not None:
+        n = N_CLASSES[p.dataset]
+        bad = [c for c in p.classes if not 0 <= c < n]
+        if bad:
+            raise ParamsError(f"{source}: key 'classes' has {bad} outside the {n} classes of {p.dataset}")
+        if len(set(p.classes)) != len(p.classes) or len(p.classes) < 2:
+            raise ParamsError(f"{source}: key 'classes' must list at least 2 distinct classes, got {p.classes!r}")
+    if p.lr_peak_epoch > p.epochs:
+        raise ParamsError(f"{source}: key 'lr_peak_epoch' ({p.lr_peak_epoch}) is after the last epoch ({p.epochs})")
+    if p.mode == "reference" and (p.dataset != "cifar100" or p.classes is not None or p.n_train_per_class
+                                  or p.n_test_per_class):
+        raise ParamsError(f"{source}: key 'mode': reference needs the full cifar100 (FZ's files use its indices)")
+    if p.dup_review_threshold > p.dup_near_threshold:
+        raise ParamsError(f"{source}: key 'dup_review_threshold' must be <= dup_near_threshold")
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def load(name_or_path: str | Path, **overrides) -> Params:
+    """Load params/<name>.yaml (or a path) over the defaults; validate; check the machine."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = PARAMS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        raise ParamsError(f"{path}: no such parameter file (known: {', '.join(known)})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: must be a mapping of key: value")
+    raw = {**raw, **overrides}
+    known = {f.name for f in dataclasses.fields(Params)}
+    for key in raw:
+        if key not in known:
+            raise ParamsError(f"{path}: unknown key '{key}'")
+    if "name" in raw:
+        raise ParamsError(f"{path}: key 'name' is set from the file name, remove it")
+    values = {**raw, "name": path.stem}
+    p = object.__new__(Params)
+    for f in dataclasses.fields(Params):
+        v = values.get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        object.__setattr__(p, f.name, v)
+    _validate(p, source=str(path))
+    return p
+
+
+def resolve_device(p: Params) -> str:
+    """'cuda' or 'cpu'. A GPU parameter set without a GPU stops (unless forced)."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    forced = os.environ.get("MEMAUDIT_ALLOW_CPU", "") not in ("", "0")
+    if p.requires_gpu and not has_cuda and not forced:
+        raise RuntimeError(
+            f"parameter set '{p.name}' is meant for GPUs (requires_gpu: true) and no CUDA device is present; "
+            "it would run for weeks on CPU. Use a CPU set (quick, smoke) or force it with MEMAUDIT_ALLOW_CPU=1."
+        )
+    if p.device == "cuda" and not has_cuda:
+        raise RuntimeError(f"parameter set '{p.name}' asks for device: cuda and no CUDA device is present")
+    if p.device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    return p.device

@@ -1,0 +1,88 @@
+"""Run one notebook of the pipeline headlessly: `python -m lib.pipeline <params> <notebook>`.
+
+Validates the parameter set and the machine first (so a bad key or a GPU set on a
+CPU machine stops in a second), executes the notebook with papermill into
+runs/<params>/, never over the source, exports it to HTML in figures/<params>/ and
+refreshes the report index there. A failed run is kept as *.failed.ipynb and
+leaves no executed notebook behind, so make re-runs it.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import sys
+from pathlib import Path
+
+from . import params as params_mod
+
+NOTEBOOKS = params_mod.ROOT / "notebooks"
+
+
+def execute(params_name: str, notebook: Path, *, extra: dict | None = None) -> Path:
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    p = params_mod.load(params_name)
+    params_mod.resolve_device(p)
+    notebook = Path(notebook).resolve()
+    p.run_dir.mkdir(parents=True, exist_ok=True)
+    p.fig_dir.mkdir(parents=True, exist_ok=True)
+    p.save(p.run_dir)
+    out = p.run_dir / notebook.name
+    partial = out.with_suffix(".partial.ipynb")
+    failed = out.with_suffix(".failed.ipynb")
+    out.unlink(missing_ok=True)
+    failed.unlink(missing_ok=True)
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(partial), parameters={"params_name": params_name, **(extra or {})},
+            cwd=str(params_mod.ROOT), kernel_name="python3", log_output=True, progress_bar=False,
+        )
+    except BaseException:
+        if partial.exists():
+            os.replace(partial, failed)
+        print(f"{notebook.name} failed; the executed copy is {failed}", file=sys.stderr)
+        raise
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(partial, as_version=4))
+    (p.fig_dir / notebook.with_suffix(".html").name).write_text(body)
+    os.replace(partial, out)
+    write_index(p)
+    return out
+
+
+def write_index(p: params_mod.Params) -> Path:
+    """figures/<params>/index.html: the executed notebooks in order, with the scale stated."""
+    pages = sorted(p.fig_dir.glob("[0-9][0-9]_*.html"))
+    scale = (f"dataset {p.dataset}, classes {'all' if p.classes is None else len(p.classes)}, "
+             f"train/class {p.n_train_per_class or 'all'}, model {p.model}, {p.epochs} epochs, "
+             f"{p.n_subset_models} subset models, {p.n_retrain_models} models per retraining condition, "
+             f"mode {p.mode}")
+    warn = "" if p.name.startswith("paper") else (
+        "<p><b>Not the paper's scale.</b> Numbers here come from a reduced CPU parameter set; "
+        "they show the method working and must not be compared with the paper's values.</p>")
+    items = "\n".join(f'<li><a href="{html.escape(x.name)}">{html.escape(x.stem)}</a></li>' for x in pages)
+    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>Report: {p.name}</title></head><body>"
+           f"<h1>Is memorization actually necessary? Report for parameter set <code>{p.name}</code></h1>"
+           f"<p>Scale: {html.escape(scale)}.</p>{warn}<ol>{items}</ol></body></html>")
+    path = p.fig_dir / "index.html"
+    path.write_text(doc)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("params", help="parameter set name (params/<name>.yaml)")
+    ap.add_argument("notebook", type=Path)
+    args = ap.parse_args(argv)
+    try:
+        execute(args.params, args.notebook)
+    except (params_mod.ParamsError, RuntimeError) as e:
+        if isinstance(e, params_mod.ParamsError) or "GPU" in str(e) or "CUDA" in str(e):
+            sys.exit(f"error: {e}")
+        raise
+
+
+if __name__ == "__main__":
+    main()

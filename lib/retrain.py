@@ -1,0 +1,208 @@
+"""The marginal-utility retraining conditions (paper sections 3.3 and 5.1).
+
+Each condition trains `n_retrain_models` models on the full training set minus a
+set of points, with or without weight decay, and is compared with a baseline
+trained on the full set with the same weight decay:
+
+    full_nowd, minus_memorized_nowd         FZ's setup ("Original", weight decay 0)
+    full_wd, minus_memorized_wd             the convergence fix ("Model Convergence")
+    minus_leakage_shift_wd                  the Leakage+Shift bucket removed
+    minus_memorized_bucket_wd               the Memorized bucket removed
+    random_for_<removal condition>          as many points removed as that condition removes,
+                                            chosen at random, with its weight decay
+
+A random control draws a fresh random set for every model (uniform over the whole
+training set, seeded by (seed, condition, i)): its drop estimates the average cost
+of having that many fewer examples, not the cost of one particular random set.
+Masks and training seeds are pure functions of (seed, condition name, model id), so
+any model can be retrained from its id alone. Results go to one store per condition
+under runs/<name>/utility/<condition>/ (lib/store.py: resumable, refuses a store
+made with different parameters or a different removal set).
+"""
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from . import params as params_mod
+
+# removal name -> key of its index array in runs/<name>/buckets.npz (notebook 04)
+REMOVAL_KEYS = {
+    "memorized": "memorized_idx",
+    "leakage_shift": "leakage_shift_idx",
+    "memorized_bucket": "memorized_bucket_idx",
+}
+
+# The keys of Params that change what a retraining model learns; a store records them.
+# Weight decay and epochs are recorded as the values used (signature), not as these keys.
+TRAIN_KEYS = ("seed", "dataset", "classes", "n_train_per_class", "n_test_per_class", "model", "width", "batch_size",
+              "lr_peak", "lr_peak_epoch", "momentum", "nesterov", "label_smoothing", "loader")
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    removal: str | None    # key of REMOVAL_KEYS, None: the full training set
+    weight_decay: bool     # False: 0 (FZ's setup); True: P.weight_decay (the convergence fix)
+    baseline: str | None   # the full-set condition it is compared with; None for the baselines
+    random: bool = False   # True: removes as many random points as `removal` names
+    label: str = ""
+
+
+def _removal(name: str, removal: str, wd: bool, label: str) -> list[Condition]:
+    base = "full_wd" if wd else "full_nowd"
+    return [Condition(name, removal, wd, base, False, label),
+            Condition(f"random_for_{name}", removal, wd, base, True, f"random control for: {label}")]
+
+
+CONDITIONS: tuple[Condition, ...] = (
+    Condition("full_nowd", None, False, None, False, "full training set, no weight decay"),
+    Condition("full_wd", None, True, None, False, "full training set, weight decay"),
+    *_removal("minus_memorized_nowd", "memorized", False, "minus all memorized points, no weight decay"),
+    *_removal("minus_memorized_wd", "memorized", True, "minus all memorized points, weight decay"),
+    *_removal("minus_leakage_shift_wd", "leakage_shift", True, "minus the Leakage+Shift bucket, weight decay"),
+    *_removal("minus_memorized_bucket_wd", "memorized_bucket", True, "minus the Memorized bucket, weight decay"),
+)
+BY_NAME = {c.name: c for c in CONDITIONS}
+
+
+def load_buckets(run_dir: Path) -> dict[str, np.ndarray]:
+    """runs/<name>/buckets.npz (notebook 04) as a dict of arrays."""
+    path = Path(run_dir) / "buckets.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run notebook 04 (sub-populations and buckets) first")
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def removal_sets(buckets: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """removal name -> sorted unique int64 run indices of the training points it removes."""
+    return {name: np.unique(np.asarray(buckets[key], np.int64)) for name, key in REMOVAL_KEYS.items()}
+
+
+def _stream(*, seed: int, condition: str, i: int, purpose: int) -> np.random.SeedSequence:
+    # crc32 of the name: stable across Python runs (hash() is salted)
+    return np.random.SeedSequence([seed, zlib.crc32(condition.encode()), i, purpose])
+
+
+def model_seed(*, seed: int, condition: str, i: int) -> int:
+    """The training seed of model i of a condition (initialisation, batch order, augmentation)."""
+    return int(_stream(seed=seed, condition=condition, i=i, purpose=0).generate_state(1, np.uint32)[0])
+
+
+def mask(*, condition: Condition, removed: np.ndarray, n_train: int, seed: int, i: int) -> np.ndarray:
+    """(n_train,) bool: the training points model i of `condition` trains on.
+
+    `removed` is the condition's removal set; a random control removes as many
+    points, drawn uniformly from the whole training set for each model.
+    """
+    keep = np.ones(n_train, bool)
+    if condition.removal is None:
+        return keep
+    removed = np.asarray(removed, np.int64)
+    if condition.random:
+        rng = np.random.default_rng(_stream(seed=seed, condition=condition.name, i=i, purpose=1))
+        removed = rng.choice(n_train, size=len(removed), replace=False)
+    keep[removed] = False
+    return keep
+
+
+@dataclass(frozen=True)
+class Planned:
+    condition: Condition
+    removed: np.ndarray    # (n_remove,) int64 run indices of the removal set (a control: the set it matches)
+    weight_decay: float    # the value used
+    path: Path             # the store folder
+
+    @property
+    def n_remove(self) -> int:
+        return len(self.removed)
+
+
+def plan(*, P: params_mod.Params, buckets: Mapping[str, np.ndarray]) -> list[Planned]:
+    """The conditions to train, in CONDITIONS order.
+
+    A removal whose set is empty is left out together with its control: it would
+    train the baseline again.
+    """
+    sets = removal_sets(buckets)
+    out = []
+    for c in CONDITIONS:
+        removed = np.zeros(0, np.int64) if c.removal is None else sets[c.removal]
+        if c.removal is not None and len(removed) == 0:
+            continue
+        out.append(Planned(c, removed, float(P.weight_decay) if c.weight_decay else 0.0,
+                           P.run_dir / "utility" / c.name))
+    return out
+
+
+def n_epochs(P: params_mod.Params) -> int:
+    return P.retrain_epochs or P.epochs
+
+
+def signature(*, P: params_mod.Params, planned: Planned) -> dict:
+    """What a condition's store must agree with to be resumed or read."""
+    digest = hashlib.sha1(np.ascontiguousarray(planned.removed, np.int64).tobytes()).hexdigest()
+    return {"condition": planned.condition.name, "weight_decay_used": planned.weight_decay,
+            "n_remove": planned.n_remove, "removed_sha1": digest, "epochs_used": n_epochs(P),
+            "params": P.digest(TRAIN_KEYS)}
+
+
+def open_condition(*, P: params_mod.Params, planned: Planned, n_train: int, n_test: int):
+    """The condition's Store (created empty if missing); refuses one made differently."""
+    from . import store
+
+    return store.open_store(planned.path, n_models=P.n_retrain_models, n_train=n_train, n_test=n_test,
+                            n_epochs=n_epochs(P), signature=signature(P=P, planned=planned))
+
+
+def run_condition(*, P: params_mod.Params, ds, planned: Planned, device: str, ids=None, progress: bool = False):
+    """Train (or resume) models `ids` (default: all) of one condition into its store; returns the Store."""
+    from . import store, train
+
+    st = open_condition(P=P, planned=planned, n_train=len(ds.y_train), n_test=len(ds.y_test))
+    hp = train.HParams.from_params(P, weight_decay=planned.weight_decay, epochs=n_epochs(P))
+    name = planned.condition.name
+
+    def mask_fn(i: int) -> np.ndarray:
+        return mask(condition=planned.condition, removed=planned.removed, n_train=len(ds.y_train), seed=P.seed, i=i)
+
+    def train_fn(i: int, m: np.ndarray) -> dict:
+        return train.train_model(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test,
+                                 idx_train=np.flatnonzero(m), n_classes=ds.n_classes,
+                                 seed=model_seed(seed=P.seed, condition=name, i=i), hp=hp, device=device,
+                                 progress=progress)
+
+    store.fill(st, ids=range(P.n_retrain_models) if ids is None else ids, mask_fn=mask_fn, train_fn=train_fn,
+               desc=name)
+    return st
+
+
+def eval_subsets(*, buckets: Mapping[str, np.ndarray], removal: str, n_test: int) -> dict[str, np.ndarray]:
+    """Disjoint test subsets for a removal: where its accuracy could be lost.
+
+    duplicate:  test points that duplicate a removed training point (the Memorized
+                bucket has none by construction: duplicated points go to Leakage+Shift)
+    influenced: test points strongly influenced by a removed point, not already in `duplicate`
+    other:      every remaining test point
+    The three partition range(n_test), so the overall drop is their size-weighted sum.
+    """
+    dup = np.unique(np.asarray(buckets["duplicate_test_idx"], np.int64))
+    infl_leak = np.asarray(buckets["influenced_test_idx_leakage"], np.int64)
+    infl_mem = np.asarray(buckets["influenced_test_idx_memorized"], np.int64)
+    if removal == "memorized":
+        infl = np.union1d(infl_leak, infl_mem)
+    elif removal == "leakage_shift":
+        infl = np.unique(infl_leak)
+    elif removal == "memorized_bucket":
+        dup, infl = np.zeros(0, np.int64), np.unique(infl_mem)
+    else:
+        raise ValueError(f"unknown removal {removal!r}; known: {sorted(REMOVAL_KEYS)}")
+    infl = np.setdiff1d(infl, dup)
+    other = np.setdiff1d(np.arange(n_test), np.union1d(dup, infl))
+    return {"duplicate": dup, "influenced": infl, "other": other}

@@ -1,0 +1,71 @@
+"""Sub-population groups on hand-made influence graphs with known components."""
+import numpy as np
+import pandas as pd
+
+from lib import subpop
+
+# (train, test) edges of a hand-made graph; train 18 is not memorized.
+PAIRS = np.array([
+    (10, 100), (11, 100),                        # A: two train points share test 100
+    (12, 101), (13, 101), (13, 102), (14, 102),  # B: a chain 12-101-13-102-14
+    (15, 103),                                   # a lone memorized point
+    (16, 104), (16, 105),                        # one train point, two tests: still alone
+    (17, 106), (18, 106),                        # 18 not memorized -> 17 alone
+    (5, 107), (19, 107),                         # C: shares a test, but two different labels
+])
+INFL = np.linspace(0.2, 0.8, len(PAIRS))
+MEMORIZED = np.array([5, 10, 11, 12, 13, 14, 15, 16, 17, 19])
+Y = np.zeros(20, np.int64)                       # class 0 has 20 - 9 = 11 points
+Y[[0, 1, 10, 11]] = 1                            # class 1: 4 points
+Y[[2, 12, 13, 14]] = 2                           # class 2: 4 points
+Y[5], Y[19] = 3, 4
+
+
+def groups(pairs=PAIRS, infl=INFL, min_train=2):
+    return subpop.find_groups(tr_idx=pairs[:, 0], tt_idx=pairs[:, 1], infl=infl, memorized_idx=MEMORIZED,
+                              y_train=Y, min_train=min_train)
+
+
+def test_components_of_a_hand_made_graph():
+    tr_nodes, tr_comp, tt_nodes, tt_comp = subpop.components(tr_idx=PAIRS[:, 0], tt_idx=PAIRS[:, 1])
+    comp = dict(zip(tr_nodes.tolist(), tr_comp.tolist()))
+    # numbered by smallest train index: {5,19}=0, {10,11}=1, {12,13,14}=2, 15=3, 16=4, 17..18=5
+    assert comp == {5: 0, 19: 0, 10: 1, 11: 1, 12: 2, 13: 2, 14: 2, 15: 3, 16: 4, 17: 5, 18: 5}
+    assert dict(zip(tt_nodes.tolist(), tt_comp.tolist())) == {100: 1, 101: 2, 102: 2, 103: 3, 104: 4, 105: 4,
+                                                              106: 5, 107: 0}
+
+
+def test_groups_are_components_with_enough_memorized_train_points():
+    g = groups()
+    assert g["train_idx"].tolist() == ["5 19", "10 11", "12 13 14"]
+    assert g["test_idx"].tolist() == ["107", "100", "101 102"]
+    assert g["n_train"].tolist() == [2, 2, 3] and g["n_test"].tolist() == [1, 1, 2]
+    assert g["n_pairs"].tolist() == [2, 2, 4]
+    assert g["group_id"].tolist() == [0, 1, 2]
+    # class and size relative to the class's train count
+    assert g["class"].tolist()[1:] == [1, 2]
+    np.testing.assert_allclose(g["size_rel_class"].tolist()[1:], [2 / 4, 3 / 4])
+    # a group mixing labels is listed but not confirmed automatically
+    assert g["verdict"].tolist() == ["reject", "confirm", "confirm"]
+    np.testing.assert_allclose(g.loc[2, ["infl_min", "infl_max"]].to_numpy(float), INFL[[2, 5]])
+    assert subpop.confirmed_train_idx(g).tolist() == [10, 11, 12, 13, 14]
+
+
+def test_min_train_and_order_of_pairs():
+    assert groups(min_train=3)["train_idx"].tolist() == ["12 13 14"]
+    perm = np.random.default_rng(0).permutation(len(PAIRS))
+    pd.testing.assert_frame_equal(groups(pairs=PAIRS[perm], infl=INFL[perm]), groups())
+
+
+def test_final_column_overrides_verdicts():
+    g = groups()
+    g["final"] = [True, False, True]
+    assert subpop.confirmed_train_idx(g).tolist() == [5, 12, 13, 14, 19]
+    g["final"] = ["True", "False", "True"]  # as read back from groups.csv
+    assert subpop.confirmed_train_idx(g).tolist() == [5, 12, 13, 14, 19]
+
+
+def test_index_cells_round_trip():
+    assert subpop.format_idx([3, 1, 2]) == "1 2 3"
+    assert subpop.parse_idx("1 2 3").tolist() == [1, 2, 3]
+    assert subpop.parse_idx(float("nan")).size == 0 and subpop.parse_idx("").size == 0

@@ -130,6 +130,9 @@ def plan(*, P: params_mod.Params, buckets: Mapping[str, np.ndarray]) -> list[Pla
     A removal whose set is empty is left out together with its control: it would
     train the baseline again.
     """
+    if P.lr_peak_epoch > n_epochs(P):
+        raise params_mod.ParamsError(f"params/{P.name}.yaml: key 'retrain_epochs' ({n_epochs(P)}) is before "
+                                     f"lr_peak_epoch ({P.lr_peak_epoch})")
     sets = removal_sets(buckets)
     out = []
     for c in CONDITIONS:
@@ -206,3 +209,61 @@ def eval_subsets(*, buckets: Mapping[str, np.ndarray], removal: str, n_test: int
     infl = np.setdiff1d(infl, dup)
     other = np.setdiff1d(np.arange(n_test), np.union1d(dup, infl))
     return {"duplicate": dup, "influenced": infl, "other": other}
+
+
+@dataclass(frozen=True)
+class Results:
+    """The completed models of one condition, read from its store."""
+    ids: np.ndarray           # (k,) int64 model ids of the completed rows
+    test_acc: np.ndarray      # (k,) float64
+    train_acc: np.ndarray     # (k,) float64, on the points each model trained on
+    test_correct: np.ndarray  # (k, n_test) bool
+    curve: np.ndarray         # (k, n_epochs) float32 test accuracy after each epoch
+    seconds: np.ndarray       # (k,) float64 training time per model
+
+
+def load_results(*, P: params_mod.Params, planned: list[Planned], n_train: int, n_test: int) -> dict[str, Results]:
+    """condition name -> Results, for every planned condition whose store exists and has completed models.
+
+    Opening a store checks its signature, so results made with other parameters or
+    another removal set are refused rather than tabled.
+    """
+    out = {}
+    for p in planned:
+        if not p.path.exists():
+            continue
+        st = open_condition(P=P, planned=p, n_train=n_train, n_test=n_test)
+        done = np.flatnonzero(np.asarray(st.completed, bool))
+        if len(done) == 0:
+            continue
+        out[p.condition.name] = Results(
+            ids=done, test_acc=np.asarray(st.test_acc[done], np.float64),
+            train_acc=np.asarray(st.train_acc[done], np.float64),
+            test_correct=np.asarray(st.test_correct[done], bool), curve=np.asarray(st.curve[done], np.float32),
+            seconds=np.asarray(st.seconds[done], np.float64))
+    return out
+
+
+def plan_table(*, planned: list[Planned]):
+    """One row per planned condition: what it removes, with which weight decay, against which baseline."""
+    import pandas as pd
+
+    return pd.DataFrame([{"condition": p.condition.name, "removes": p.condition.removal or "-",
+                          "random": p.condition.random, "n_removed": p.n_remove, "weight_decay": p.weight_decay,
+                          "baseline": p.condition.baseline or "-", "store": str(p.path)} for p in planned],
+                        columns=["condition", "removes", "random", "n_removed", "weight_decay", "baseline", "store"])
+
+
+def results_table(*, results: dict[str, Results], planned: list[Planned]):
+    """One row per condition: models done, mean and std of test and train accuracy, seconds per model."""
+    import pandas as pd
+
+    rows = []
+    for p in planned:
+        r = results.get(p.condition.name)
+        rows.append({"condition": p.condition.name, "n_removed": p.n_remove, "models": 0 if r is None else len(r.ids),
+                     "test_acc_mean": np.nan if r is None else r.test_acc.mean(),
+                     "test_acc_std": np.nan if r is None or len(r.ids) < 2 else r.test_acc.std(ddof=1),
+                     "train_acc_mean": np.nan if r is None else r.train_acc.mean(),
+                     "seconds_per_model": np.nan if r is None else r.seconds.mean()})
+    return pd.DataFrame(rows).set_index("condition")

@@ -110,3 +110,24 @@ def confirmed_train_idx(groups: pd.DataFrame) -> np.ndarray:
     """Sorted unique train indices of the groups that count (confirmed_mask)."""
     cells = [parse_idx(s) for s in groups.loc[confirmed_mask(groups), "train_idx"]] if len(groups) else []
     return np.unique(np.concatenate(cells)) if cells else np.zeros(0, np.int64)
+
+
+def group_rows(groups: pd.DataFrame, *, x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray,
+               y_test: np.ndarray, class_names: list[str], tr_idx: np.ndarray, tt_idx: np.ndarray,
+               infl: np.ndarray, mem: np.ndarray) -> list[list[tuple[np.ndarray, str]]]:
+    """Rows for grids.image_rows (a Figure 3 analog): each group's train images, then its test images.
+
+    Train captions give index, label and memorization score; test captions give index,
+    label and the largest influence any of the group's train points has on it.
+    x_*, y_*: images and labels by run index; mem: (n_train,) score by train index.
+    """
+    tr_idx, tt_idx, infl = np.asarray(tr_idx, np.int64), np.asarray(tt_idx, np.int64), np.asarray(infl)
+    rows = []
+    for cell_tr, cell_tt in zip(groups["train_idx"], groups["test_idx"]):
+        members, tests = parse_idx(cell_tr), parse_idx(cell_tt)
+        row = [(x_train[i], f"train {i}\n{class_names[y_train[i]]}\nmem {mem[i]:.2f}") for i in members]
+        for j in tests:
+            on = (tt_idx == j) & np.isin(tr_idx, members)
+            row.append((x_test[j], f"TEST {j}\n{class_names[y_test[j]]}\ninfl {infl[on].max():.2f}"))
+        rows.append(row)
+    return rows

@@ -139,7 +139,9 @@ def write_table(*, table: pd.DataFrame, title: str, notes: list[str], path_md: P
     tab.auto_set_column_width(list(range(len(cols))))
     tab.scale(1, 1.5)
     ax.set_title(title, fontsize=10)
-    fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom", wrap=True)
+    import textwrap
+
+    fig.text(0.01, 0.01, "\n".join(textwrap.fill(n, 220) for n in notes), fontsize=7, va="bottom")
     fig.savefig(path_png, dpi=120, bbox_inches="tight")
     return fig
 
@@ -202,3 +204,72 @@ def scale_text(*, P, n_train: int, n_test: int, n_classes: int) -> str:
     return (f"parameter set '{P.name}' (mode {P.mode}): {P.dataset}, {n_classes} classes, {n_train} train / "
             f"{n_test} test images, model {P.model} (width {P.width}), {retrain.n_epochs(P)} epochs, "
             f"{P.n_retrain_models} models per condition, weight decay {P.weight_decay} where used")
+
+
+def table2_notes(*, P, scale: str, state: str) -> list[str]:
+    """The lines printed above Table 2: scale, state, definitions, and the paper's provenance."""
+    warn = ("" if P.name.startswith("paper") else
+            "NOT THE PAPER'S SCALE: a reduced CPU run; its numbers show the method working and must not be "
+            "compared with the paper's values.")
+    return [n for n in [
+        f"Scale: {scale}.", warn, state,
+        "Ours: drop = mean baseline accuracy - mean accuracy without the points (percentage points); ± is "
+        "sqrt(s_base^2 + s_cond^2), the spread of the drop between one baseline and one retrained model; 95% CI "
+        "and p from Welch's unequal-variance t-test; bootstrap CI: 10,000 seeded resamples of each group. "
+        "Random control: as many training points removed, drawn at random afresh per model. "
+        "removal - control: control accuracy minus removal accuracy, Welch p. A row with 0 removed was not "
+        "trained (its bucket is empty).",
+        PAPER_NOTE,
+    ] if n]
+
+
+def format_subset_table(st: pd.DataFrame) -> pd.DataFrame:
+    """The per-subset table with readable numbers (index: Table 2 row and subset)."""
+    out = st.set_index(["row", "test subset"]).copy()
+    out.index = [f"{a}: {b}" for a, b in out.index]
+    out.index.name = "removal: test subset"
+    for c in ["baseline_acc", "condition_acc", "drop", "control_acc", "control_drop", "share"]:
+        out[c] = [("-" if math.isnan(v) else f"{v:.2f}") for v in out[c].astype(float)]
+    return out
+
+
+def plot_curves(*, results: Mapping, path: Path | None = None):
+    """Test accuracy per epoch, mean over each condition's models with a ± std band."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for k, (name, r) in enumerate(results.items()):
+        cond = retrain.BY_NAME[name]
+        curve = np.asarray(r.curve, np.float64) * 100  # (k, n_epochs)
+        m, s = curve.mean(0), (curve.std(0, ddof=1) if len(curve) > 1 else np.zeros(curve.shape[1]))
+        ep = np.arange(1, curve.shape[1] + 1)
+        ls = ":" if cond.random else ("-" if cond.removal is None else "--")
+        ax.plot(ep, m, ls, color=f"C{k}", label=f"{name} ({len(curve)})")
+        ax.fill_between(ep, m - s, m + s, color=f"C{k}", alpha=0.07)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Learning curves per condition (solid: full set, dashed: removal, dotted: random control)",
+                 fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def plot_accuracies(*, results: Mapping, path: Path | None = None):
+    """Final test accuracy of every model, one column per condition, with the mean marked."""
+    names = list(results)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) + 2), 4.5))
+    rng = np.random.default_rng(0)  # horizontal jitter only, for visibility
+    for k, name in enumerate(names):
+        acc = np.asarray(results[name].test_acc, np.float64) * 100
+        ax.scatter(k + rng.uniform(-0.15, 0.15, len(acc)), acc, s=14, color=f"C{k}", alpha=0.8)
+        ax.hlines(acc.mean(), k - 0.3, k + 0.3, color="k", lw=1.5)
+    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("final test accuracy (%)")
+    ax.set_title("Final test accuracy per model (bar: mean)", fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig

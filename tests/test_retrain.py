@@ -1,4 +1,6 @@
 """Retraining conditions: removal sets, masks, controls, seeds, test subsets, resume."""
+import zlib
+
 import numpy as np
 import pytest
 
@@ -95,8 +97,7 @@ def test_model_seeds_differ_by_condition_and_id_and_are_stable():
                 retrain.model_seed(seed=0, condition="full_nowd", i=0),
                 retrain.model_seed(seed=1, condition="full_wd", i=0)}) == 4
     # a pure function of (seed, condition, i): fixed across processes (crc32, not Python's salted hash)
-    assert s == int(np.random.SeedSequence([0, 0x5A1F3E7C & 0 | __import__("zlib").crc32(b"full_wd"), 0, 0])
-                    .generate_state(1, np.uint32)[0])
+    assert s == int(np.random.SeedSequence([0, zlib.crc32(b"full_wd"), 0, 0]).generate_state(1, np.uint32)[0])
 
 
 def test_eval_subsets_partition_and_known_members():
@@ -124,3 +125,36 @@ def test_signature_tracks_the_removal_set(P):
     assert retrain.signature(P=P, planned=p1) != retrain.signature(P=P, planned=p2)
     full = {q.condition.name: q for q in retrain.plan(P=P, buckets=b)}["full_wd"]
     assert retrain.signature(P=P, planned=full)["weight_decay_used"] == 5e-4
+
+
+def test_resumed_run_equals_uninterrupted(tmp_path):
+    """Two models of a random control: one then the other (a resume) equals both at once, bit for bit."""
+    import dataclasses
+
+    from lib import data
+
+    P = params.load("smoke", retrain_epochs=1, n_retrain_models=2, width=8, batch_size=32)
+    ds = data.load_cifar(data_dir=P.data_dir, classes=[0, 1, 2], n_train_per_class=20, n_test_per_class=10, seed=0)
+    b = {"memorized_idx": np.array([0, 5, 9, 30]), "leakage_shift_idx": np.array([5]),
+         "memorized_bucket_idx": np.array([0, 9, 30])}
+    p = {q.condition.name: q for q in retrain.plan(P=P, buckets=b)}["random_for_minus_memorized_wd"]
+    stores = {}
+    for run, steps in (("resumed", [[0], None]), ("straight", [None])):
+        planned = dataclasses.replace(p, path=tmp_path / run / p.condition.name)
+        for ids in steps:
+            st = retrain.run_condition(P=P, ds=ds, planned=planned, device="cpu", ids=ids)
+            if ids == [0]:
+                assert st.completed.tolist() == [True, False]  # stopped after model 0
+        stores[run] = st
+    a, s = stores["resumed"], stores["straight"]
+    assert a.completed.all() and s.completed.all()
+    for name in ("masks", "test_correct", "train_correct", "test_margin", "train_margin", "test_acc", "curve"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(s, name), err_msg=name)
+    for i in range(2):  # each row's mask is the model's own seeded mask
+        np.testing.assert_array_equal(a.masks[i], retrain.mask(condition=p.condition, removed=p.removed,
+                                                               n_train=len(ds.y_train), seed=P.seed, i=i))
+    assert (~a.masks).sum(axis=1).tolist() == [4, 4]
+    # the store refuses to be resumed with another removal set
+    other = dataclasses.replace(p, removed=np.array([1, 2, 3, 4]), path=tmp_path / "resumed" / p.condition.name)
+    with pytest.raises(Exception, match="different parameters"):
+        retrain.open_condition(P=P, planned=other, n_train=len(ds.y_train), n_test=len(ds.y_test))

@@ -69,3 +69,16 @@ def test_index_cells_round_trip():
     assert subpop.format_idx([3, 1, 2]) == "1 2 3"
     assert subpop.parse_idx("1 2 3").tolist() == [1, 2, 3]
     assert subpop.parse_idx(float("nan")).size == 0 and subpop.parse_idx("").size == 0
+
+
+def test_group_rows_put_train_images_then_test_images():
+    x_train = np.arange(20)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)  # image i is filled with i
+    x_test = (np.arange(110)[:, None, None, None] * np.ones((1, 2, 2, 3))).astype(np.uint8)
+    mem = np.linspace(0, 1, 20)
+    g = groups()
+    rows = subpop.group_rows(g.iloc[1:], x_train=x_train, x_test=x_test, y_train=Y, y_test=np.full(110, 2),
+                             class_names=["a", "b", "c", "d", "e"], tr_idx=PAIRS[:, 0], tt_idx=PAIRS[:, 1],
+                             infl=INFL, mem=mem)
+    assert [[int(img[0, 0, 0]) for img, _ in r] for r in rows] == [[10, 11, 100], [12, 13, 14, 101, 102]]
+    assert rows[0][0][1] == f"train 10\nb\nmem {mem[10]:.2f}"
+    assert rows[1][4][1] == f"TEST 102\nc\ninfl {INFL[5]:.2f}"  # the larger of pairs (13,102), (14,102)

@@ -1,0 +1,204 @@
+"""Feldman & Zhang's subset runs (section 3.2): k models, each on a random r-fraction of the training set.
+
+Model i's subset and its training seed are pure functions of (P.seed, i), so any
+model can be retrained from its id alone and disjoint model ranges can be filled by
+separate processes (or GPUs) into one store at P.run_dir / "subsets":
+
+    python -m lib.subsets --params quick --models 100:200
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+import numpy as np
+
+from . import data as data_mod
+from . import params as params_mod
+from . import store as store_mod
+from .train import HParams, default_threads, train_model
+
+# Stream tags that keep a model's subset and its training seed independent draws.
+_MASK_STREAM, _TRAIN_STREAM = 0, 1
+
+
+def subset_mask(*, seed: int, model_id: int, n_train: int, ratio: float) -> np.ndarray:
+    """(n_train,) bool with exactly round(ratio * n_train) True, a pure function of (seed, model_id)."""
+    rng = np.random.default_rng([seed, _MASK_STREAM, model_id])
+    mask = np.zeros(n_train, dtype=bool)
+    mask[rng.permutation(n_train)[:round(ratio * n_train)]] = True
+    return mask
+
+
+def model_seed(*, seed: int, model_id: int) -> int:
+    """Training seed (init, order, augmentation) of model model_id: a pure function of (seed, model_id)."""
+    return int(np.random.SeedSequence([seed, _TRAIN_STREAM, model_id]).generate_state(1, dtype=np.uint64)[0]
+               % 2**63)
+
+
+def hparams(P) -> HParams:
+    """The subset models' training hyper-parameters (subset_weight_decay overrides weight_decay)."""
+    wd = P.weight_decay if P.subset_weight_decay is None else P.subset_weight_decay
+    return HParams.from_params(P, weight_decay=wd)
+
+
+def signature(P, hp: HParams) -> dict:
+    """The resolved parameters that determine the subset store's contents."""
+    return {
+        "dataset": P.dataset, "classes": P.classes, "n_train_per_class": P.n_train_per_class,
+        "n_test_per_class": P.n_test_per_class, "seed": P.seed, "subset_ratio": P.subset_ratio,
+        **dataclasses.asdict(hp),
+    }
+
+
+def open_subset_store(P, *, n_train: int, n_test: int, path=None) -> store_mod.Store:
+    """The subset store of P (created if absent); raises StoreMismatch if P differs from its signature."""
+    hp = hparams(P)
+    return store_mod.open_store(P.run_dir / "subsets" if path is None else path, n_models=P.n_subset_models, n_train=n_train,
+                                n_test=n_test, n_epochs=hp.epochs, signature=signature(P, hp))
+
+
+def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = True, workers: int | None = None,
+                path=None) -> store_mod.Store:
+    """Train (or resume) subset models `models` (default: all P.n_subset_models) into P's store.
+
+    workers: processes training models side by side (default: one per CPU core on CPU, 1 on GPU).
+    Each CPU model trains on one thread, so a model's bits do not depend on the worker count.
+    path: the store folder (default P.run_dir / "subsets").
+    """
+    device = params_mod.resolve_device(P)
+    ds = data_mod.load(P)
+    hp = hparams(P)
+    n_train, n_test = len(ds.x_train), len(ds.x_test)
+    store = open_subset_store(P, n_train=n_train, n_test=n_test, path=path)
+    models = range(P.n_subset_models) if models is None else models
+    if len(models) and (min(models) < 0 or max(models) >= P.n_subset_models):
+        raise ValueError(f"models {models} outside 0:{P.n_subset_models} (n_subset_models)")
+    todo = store.todo(models)
+    ffcv_paths = None  # written once here, before any worker starts
+    if hp.loader == "ffcv" and todo:
+        from . import ffcv_loader
+        ffcv_paths = ffcv_loader.write_betons(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test,
+                                              y_test=ds.y_test)
+    if workers is None:
+        workers = default_threads() if device == "cpu" else 1
+    workers = max(1, min(workers, len(todo)))
+    if workers > 1:
+        _fill_in_processes(P, store=store, models=models, todo=todo, workers=workers, path=path, progress=progress)
+        return store
+
+    def mask_fn(i: int) -> np.ndarray:
+        return subset_mask(seed=P.seed, model_id=i, n_train=n_train, ratio=P.subset_ratio)
+
+    def train_fn(i: int, mask: np.ndarray) -> dict:
+        return train_model(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test,
+                           idx_train=np.flatnonzero(mask), n_classes=ds.n_classes,
+                           seed=model_seed(seed=P.seed, model_id=i), hp=hp, device=device,
+                           progress=progress and hp.epochs * n_train > 200_000, ffcv_paths=ffcv_paths,
+                           threads=1 if device == "cpu" else None)
+
+    if progress:
+        store_mod.fill(store, ids=models, mask_fn=mask_fn, train_fn=train_fn, desc=f"subset models ({P.name})")
+    else:
+        for i in todo:
+            mask = mask_fn(i)
+            store.write(i, mask=mask, result=train_fn(i, mask))
+    return store
+
+
+def _fill_in_processes(P, *, store, models, todo: list[int], workers: int, path, progress: bool) -> None:
+    """Split `todo` round-robin over `workers` child interpreters; show their progress from the store.
+
+    Children are fresh `python -m lib.subsets --worker` processes (no fork of torch state, no
+    re-import of the caller's script) that get (P, ids, path) pickled on stdin, and the kernel
+    kills them when this process dies (kill -9 included), so a resume never races an orphan.
+    """
+    import pickle
+    import subprocess
+    import sys
+    import time
+
+    from tqdm.auto import tqdm
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(params_mod.ROOT), os.environ.get("PYTHONPATH", "")])}
+    procs = []
+    for w in range(workers):
+        proc = subprocess.Popen([sys.executable, "-m", "lib.subsets", "--worker"], stdin=subprocess.PIPE,
+                                cwd=params_mod.ROOT, env=env, preexec_fn=_die_with_parent)
+        proc.stdin.write(pickle.dumps((P, todo[w::workers], None if path is None else str(path))))
+        proc.stdin.close()
+        procs.append(proc)
+    ids = list(models)
+    bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc=f"subset models ({P.name}, {workers} workers)",
+               disable=not progress)
+    try:
+        while any(proc.poll() is None for proc in procs):
+            time.sleep(0.5)
+            bar.update(len(ids) - len(store.todo(ids)) - bar.n)
+        bar.update(len(ids) - len(store.todo(ids)) - bar.n)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        bar.close()
+    failed = [proc.returncode for proc in procs if proc.returncode != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} subset worker(s) failed (exit codes {failed}); see their tracebacks "
+                           "above. Completed models are kept: rerun the same command to resume.")
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this process when its parent dies, so no orphan keeps training."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: an orphan finishes its current model and writes the same bits
+
+
+def _worker_main() -> None:
+    """Entry of one child: (P, ids, path) pickled on stdin; trains ids one after another on one thread."""
+    import pickle
+    import sys
+
+    P, ids, path = pickle.load(sys.stdin.buffer)
+    run_subsets(P, models=ids, progress=False, workers=1, path=path)
+
+
+def parse_range(text: str, *, n: int) -> range:
+    """'100:200' -> range(100, 200); ':50', '50:' and '7' also work; bounds within 0..n."""
+    if ":" in text:
+        a, b = text.split(":", 1)
+        r = range(int(a) if a else 0, int(b) if b else n)
+    else:
+        r = range(int(text), int(text) + 1)
+    if not 0 <= r.start <= r.stop <= n:
+        raise ValueError(f"--models {text}: must lie within 0:{n}")
+    return r
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Train (or resume) Feldman-Zhang subset models into one store.")
+    ap.add_argument("--params", help="parameter set name (params/<name>.yaml) or path")
+    ap.add_argument("--models", default=":", help="model range start:stop (default: all)")
+    ap.add_argument("--workers", type=int, default=None, help="processes (default: one per core on CPU)")
+    ap.add_argument("--store", default=None, help="store folder (default: runs/<params>/subsets)")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal: see _fill_in_processes
+    args = ap.parse_args(argv)
+    if args.worker:
+        return _worker_main()
+    if not args.params:
+        ap.error("--params is required")
+    P = params_mod.load(args.params)
+    store = run_subsets(P, models=parse_range(args.models, n=P.n_subset_models), progress=not args.no_progress,
+                        workers=args.workers, path=args.store)
+    print(store)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,8 @@ duplicate in the test set (section 4.2) plus the memorized points in confirmed
 sub-population groups (section 4.3); Memorized holds the rest. The buckets
 partition the memorized set: each point is counted once, under the first cause
 of CAUSES that applies (exact > near > subpop), so a duplicated point that is
-also in a group counts as a duplicate.
+also in a group counts as a duplicate: a copy in the test set explains its
+influence without any sub-population, and exact copies are the surest evidence.
 
 `from_reference` builds the same buckets from the released files alone: FZ's
 high-influence pairs (the memorized points) and ciFAIR's duplicate list.
@@ -93,7 +94,8 @@ def assign(*, memorized_idx, dup_train_idx, dup_test_idx, dup_kind, subpop_train
     ls_idx, ls_cause = [], []
     for cause in CAUSES:  # precedence order
         new = np.setdiff1d(members[cause], taken)
-        ls_idx.append(new), ls_cause.append(np.full(len(new), cause))
+        ls_idx.append(new)
+        ls_cause.append(np.full(len(new), cause))
         taken = np.union1d(taken, new)
     ls_idx, ls_cause = np.concatenate(ls_idx), np.concatenate(ls_cause)
     order = np.argsort(ls_idx)

@@ -83,8 +83,8 @@ def exact_pairs(*, x_query: np.ndarray, x_ref: np.ndarray, same_set: bool = Fals
 
 def _grey(x_uint8: torch.Tensor) -> torch.Tensor:
     """(n, 32, 32, 3) uint8 -> (n, 1, 32, 32) float32 luma in [0, 1]."""
-    rgb = x_uint8.float().div_(255.0)
-    return (rgb @ torch.tensor([0.299, 0.587, 0.114])).unsqueeze(1)
+    x = x_uint8.float()
+    return ((0.299 / 255) * x[..., 0] + (0.587 / 255) * x[..., 1] + (0.114 / 255) * x[..., 2]).unsqueeze(1)
 
 
 def _gradients(g: torch.Tensor) -> torch.Tensor:
@@ -123,85 +123,135 @@ def _retrieval_descriptor(x_uint8: torch.Tensor, chunk: int = 4096) -> torch.Ten
     return torch.cat(out) if out else torch.zeros((0, 64 + 16 * N_ORIENT))
 
 
-def _views(x_uint8: torch.Tensor, phases: bool) -> torch.Tensor:
-    """(n, 32, 32, 3) uint8 -> (n, n_zoom, n_phase, 1, 16, 16) grey thumbnails at 16x16.
+def _area_map(*, zoom: float, offset: float, n_out: int = 16) -> torch.Tensor:
+    """(n_out, 32) linear map of one image axis: 32 pixels -> n_out cells of 2 pixels, zoomed about the centre.
 
-    Zooms: the whole image, then central crops of ZOOMS rescaled to full size. Phases
-    (when asked): the image moved by 0 or 1 pixel along each axis before halving the
-    resolution, so that window shifts of whole cells plus phases cover every pixel shift.
+    Output cell j spans [2j, 2j + 2] in the 32-pixel frame of the zoomed image, i.e.
+    [16 + (2j + offset - 16) / zoom, ...] in the source; each source pixel weighs by its overlap
+    (area resampling). zoom > 1 magnifies (a central crop), zoom < 1 shrinks; sources past the
+    border repeat the edge pixel.
     """
-    g = _grey(x_uint8)                                                           # (n, 1, 32, 32)
-    zoomed = [g]
-    for z in ZOOMS:
-        c = int(round(32 * z))
-        o = (32 - c) // 2
-        zoomed.append(F.interpolate(g[..., o:o + c, o:o + c], size=32, mode="bilinear", antialias=True,
-                                    align_corners=False))
+    m = np.zeros((n_out, 32))
+    for j in range(n_out):
+        lo = 16 + (2 * j + offset - 16) / zoom
+        hi = 16 + (2 * j + 2 + offset - 16) / zoom
+        for px in range(int(np.floor(lo)), int(np.ceil(hi))):
+            m[j, min(max(px, 0), 31)] += max(0.0, min(hi, px + 1) - max(lo, px))
+    return torch.tensor(m / m.sum(1, keepdims=True), dtype=torch.float32)
+
+
+def _resample(g: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """(n, 1, 32, 32) grey, (m, n_out, 32) axis maps -> (n, m, 1, n_out, n_out): maps @ image @ maps^T."""
+    return torch.stack([mp @ g[:, 0] @ mp.T for mp in maps], dim=1).unsqueeze(2)
+
+
+def _query_maps() -> torch.Tensor:
+    """(4, 16, 32): the whole image halved, moved by 0 or 1 pixel along each axis (phases)."""
+    return torch.stack([_area_map(zoom=1.0, offset=d) for d in (0, 1)])
+
+
+def _ref_maps() -> torch.Tensor:
+    """(1 + 2*len(ZOOMS), 16, 32): the reference halved, magnified by 1/z and shrunk by z for z in ZOOMS."""
+    zooms = [1.0] + [1 / z for z in ZOOMS] + list(ZOOMS)
+    return torch.stack([_area_map(zoom=z, offset=0) for z in zooms])
+
+
+def _query_views(x_uint8: torch.Tensor) -> torch.Tensor:
+    """(n, 32, 32, 3) uint8 -> (n, 4, 1, 16, 16): the 4 pixel phases (rows x columns move by 0/1)."""
+    m = _query_maps()
+    g = _grey(x_uint8)[:, 0]
+    rows = [m[dy] @ g for dy in (0, 1)]                                          # (n, 16, 32) each
+    return torch.stack([r @ m[dx].T for r in rows for dx in (0, 1)], dim=1).unsqueeze(2)
+
+
+def _ref_views(x_uint8: torch.Tensor) -> torch.Tensor:
+    """(n, 32, 32, 3) uint8 -> (n, n_zoom, 1, 16, 16): the reference at each zoom of _ref_maps."""
+    return _resample(_grey(x_uint8), _ref_maps())
+
+
+def _shifted_windows(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw windows of every shift, and their centred norms, for the moving side of an alignment.
+
+    v: (b, m, 1, 16, 16) grey thumbnails (m views per image). Returns pixel windows
+    (b, m * n_shift, w*w), gradient windows (b, m * n_shift, 2*w*w) and the norms of the
+    mean-subtracted windows, (b, m * n_shift) each, from box sums (no window is normalised).
+    """
+    b, m = v.shape[:2]
+    w, n_pos = 16 - 2 * SHIFT, 2 * SHIFT + 1
+    flat = v.reshape(b * m, 1, 16, 16)
     out = []
-    for im in zoomed:
-        if phases:
-            p = F.pad(im, (0, 1, 0, 1), mode="replicate")
-            ph = [p[..., dy:dy + 32, dx:dx + 32] for dy in (0, 1) for dx in (0, 1)]
-        else:
-            ph = [im]
-        out.append(torch.stack([F.avg_pool2d(v, 2) for v in ph], dim=1))
-    return torch.stack(out, dim=1)
+    for c in (flat, _gradients(flat)):
+        k = c.shape[1]
+        st = c.stride()
+        win = c.as_strided((b * m, n_pos, n_pos, k, w, w), (st[0], st[2], st[3], st[1], st[2], st[3]))
+        win = win.reshape(b, m * n_pos * n_pos, k * w * w)                   # (b, m*n_shift, k*w*w)
+        s1 = F.avg_pool2d(c, w, 1).sum(1) * (w * w)                         # (b*m, n_pos, n_pos) window sums
+        s2 = F.avg_pool2d(c * c, w, 1).sum(1) * (w * w)
+        norm = (s2 - s1 * s1 / (k * w * w)).clamp_min(1e-10).sqrt().reshape(b, m * n_pos * n_pos)
+        out += [win, norm]
+    return out[0], out[2], out[1], out[3]
 
 
-def _windows(v: torch.Tensor, shifted: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(m, 1, 16, 16) -> unit-normalised pixel and gradient windows of size (16 - 2*SHIFT)^2.
-
-    shifted: all (2*SHIFT + 1)^2 window positions -> (m, n_shift, d); else the central one -> (m, 1, d).
-    """
+def _central_windows(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, m, 1, 16, 16) -> unit, zero-mean central windows: pixel (n, m, w*w), gradient (n, m, 2*w*w)."""
+    n, m = v.shape[:2]
     w = 16 - 2 * SHIFT
-    grad = _gradients(v)
-    if shifted:
-        pix = F.unfold(v, w).transpose(1, 2)                                    # (m, n_shift, w*w)
-        gr = F.unfold(grad, w).transpose(1, 2)                                  # (m, n_shift, 2*w*w)
-    else:
-        pix = v[..., SHIFT:SHIFT + w, SHIFT:SHIFT + w].reshape(len(v), 1, -1)
-        gr = grad[..., SHIFT:SHIFT + w, SHIFT:SHIFT + w].reshape(len(v), 1, -1)
-    m, s = pix.shape[:2]
-    return _unit(pix.reshape(m * s, -1)).reshape(m, s, -1), _unit(gr.reshape(m * s, -1)).reshape(m, s, -1)
+    flat = v.reshape(n * m, 1, 16, 16)
+    pix = flat[..., SHIFT:SHIFT + w, SHIFT:SHIFT + w].reshape(n * m, -1)
+    grad = _gradients(flat)[..., SHIFT:SHIFT + w, SHIFT:SHIFT + w].reshape(n * m, -1)
+    return _unit(pix).reshape(n, m, -1), _unit(grad).reshape(n, m, -1)
 
 
-def score_pairs(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | torch.Tensor,
-                pairs: np.ndarray, weights: tuple[float, float] = (0.5, 0.5), batch: int = 2048,
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Similarity of given (query index, reference index) pairs: (score, pixel, gradient), each (n_pairs,) float32.
+def score_candidates(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | torch.Tensor, cand: np.ndarray,
+                     weights: tuple[float, float] = (0.5, 0.5), block: int = 256, progress: bool = False,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Similarity of each query to each of its candidates: (score, pixel, gradient), each (n_query, k) float32.
 
-    Each signal is a normalised cross-correlation of 12x12 windows of the 16x16 thumbnails;
-    the alignment (every pixel shift in -4..5 and zooms of ZOOMS on either side) is the one
-    that maximises their weighted mean, which is the score (clipped to [0, 1]).
-    weights: (pixel, gradient); the default (equal) was chosen on planted pairs (bench/bench_duplicates.py).
+    cand: (n_query, k) reference indices. Each signal is a normalised cross-correlation of
+    12x12 windows of 16x16 grey thumbnails (pixels; the (dx, dy) gradient field). The alignment
+    (every pixel shift in -4..5 of the query; the reference at zoom 1, 1/z and z for z in ZOOMS)
+    is the one that maximises weights[0] * pixel + weights[1] * gradient, which is the score
+    (clipped to [0, 1]). The default equal weights were chosen on planted pairs
+    (bench/bench_duplicates.py).
     """
     x_query, x_ref = torch.as_tensor(np.asarray(x_query)), torch.as_tensor(np.asarray(x_ref))
-    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
-    out = np.zeros((3, len(pairs)), np.float32)
-    n_zoom = 1 + len(ZOOMS)
-    # zoom the reference (the query is a crop of it), zoom the query (the reverse), or neither
-    combos = [(0, 0)] + [(0, k) for k in range(1, n_zoom)] + [(k, 0) for k in range(1, n_zoom)]
-    for s in range(0, len(pairs), batch):
-        p = torch.as_tensor(pairs[s:s + batch])
-        b = len(p)
-        vq = _views(x_query[p[:, 0]], phases=True)     # (b, n_zoom, 4, 1, 16, 16)
-        vr = _views(x_ref[p[:, 1]], phases=False)      # (b, n_zoom, 1, 1, 16, 16)
-        best = torch.full((b,), -2.0)
-        best_pix, best_grad = torch.zeros(b), torch.zeros(b)
-        for iq, ir in combos:
-            q_pix, q_grad = _windows(vq[:, iq].reshape(-1, 1, 16, 16), shifted=True)  # (b*4, n_shift, d)
-            r_pix, r_grad = _windows(vr[:, ir, 0], shifted=False)                     # (b, 1, d)
-            pix = torch.einsum("bsd,bd->bs", q_pix.reshape(b, -1, q_pix.shape[-1]), r_pix[:, 0])   # (b, 4*n_shift)
-            grad = torch.einsum("bsd,bd->bs", q_grad.reshape(b, -1, q_grad.shape[-1]), r_grad[:, 0])
-            val, arg = (weights[0] * pix + weights[1] * grad).max(dim=1)
-            better = val > best
-            best = torch.where(better, val, best)
-            best_pix = torch.where(better, pix.gather(1, arg[:, None])[:, 0], best_pix)
-            best_grad = torch.where(better, grad.gather(1, arg[:, None])[:, 0], best_grad)
+    cand = np.asarray(cand, np.int64)
+    n_q, k = cand.shape
+    n_zoom = 1 + 2 * len(ZOOMS)
+    # reference windows once per distinct candidate, float16: (n_unique, n_zoom, d) each
+    uniq, slot = np.unique(cand, return_inverse=True)
+    slot = torch.as_tensor(slot.reshape(n_q, k))
+    ref_pix, ref_grad = [], []
+    for s in range(0, len(uniq), 4096):
+        p_, g_ = _central_windows(_ref_views(x_ref[torch.as_tensor(uniq[s:s + 4096])]))
+        ref_pix.append(p_.half())
+        ref_grad.append(g_.half())
+    ref_pix = torch.cat(ref_pix) if ref_pix else torch.zeros((0, n_zoom, 1), dtype=torch.half)
+    ref_grad = torch.cat(ref_grad) if ref_grad else torch.zeros((0, n_zoom, 1), dtype=torch.half)
+    out = np.zeros((3, n_q, k), np.float32)
+    for s in tqdm(range(0, n_q, block), desc="near-duplicate scoring", disable=not progress):
+        c = slot[s:s + block]
+        b = len(c)
+        q_pix, q_grad, q_pix_norm, q_grad_norm = _shifted_windows(_query_views(x_query[s:s + b]))  # all shifts
+        r_pix = ref_pix[c.reshape(-1)].float().reshape(b, k * n_zoom, -1)
+        r_grad = ref_grad[c.reshape(-1)].float().reshape(b, k * n_zoom, -1)
+        pix = torch.bmm(q_pix, r_pix.transpose(1, 2)) / q_pix_norm[..., None]      # (b, n_align, k*n_zoom)
+        grad = torch.bmm(q_grad, r_grad.transpose(1, 2)) / q_grad_norm[..., None]
+        per_cand = lambda t: t.reshape(b, -1, k, n_zoom).transpose(2, 3).reshape(b, -1, k)  # noqa: E731
+        best, arg = per_cand(weights[0] * pix + weights[1] * grad).max(dim=1)   # over alignments: (b, k)
         out[0, s:s + b] = best.clamp(0, 1).numpy()
-        out[1, s:s + b] = best_pix.numpy()
-        out[2, s:s + b] = best_grad.numpy()
+        out[1, s:s + b] = per_cand(pix).gather(1, arg[:, None])[:, 0].numpy()
+        out[2, s:s + b] = per_cand(grad).gather(1, arg[:, None])[:, 0].numpy()
     return out[0], out[1], out[2]
+
+
+def score_pairs(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | torch.Tensor, pairs: np.ndarray,
+                weights: tuple[float, float] = (0.5, 0.5)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """score_candidates for given (query index, reference index) pairs: (score, pixel, gradient), (n_pairs,) each."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    x_query = np.asarray(x_query)
+    sc, pix, grad = score_candidates(x_query=x_query[pairs[:, 0]], x_ref=x_ref, cand=pairs[:, 1:2], weights=weights)
+    return sc[:, 0], pix[:, 0], grad[:, 0]
 
 
 # ---------------------------------------------------------------- search
@@ -253,12 +303,13 @@ def find(*, x_query: np.ndarray, x_ref: np.ndarray, near_threshold: float, revie
     best_ref = np.full(len(x_query), -1, np.int64)
     if not exact_only and len(x_query) and len(x_ref):
         cand = candidates(x_query=x_query, x_ref=x_ref, top_k=top_k, same_set=same_set, progress=progress)
+        score, pix, grad = score_candidates(x_query=x_query, x_ref=x_ref, cand=cand, progress=progress)
         q = np.repeat(np.arange(len(x_query)), cand.shape[1])
         r = cand.reshape(-1)
+        score, pix, grad = score.reshape(-1), pix.reshape(-1), grad.reshape(-1)
         if same_set:
             keep = q != r
-            q, r = q[keep], r[keep]
-        score, pix, grad = score_pairs(x_query=x_query, x_ref=x_ref, pairs=np.stack([q, r], 1))
+            q, r, score, pix, grad = q[keep], r[keep], score[keep], pix[keep], grad[keep]
         order = np.lexsort((-score, q))                           # per query, best first
         first = order[np.r_[True, q[order][1:] != q[order][:-1]]]
         best_score[q[first]] = score[first]
@@ -346,19 +397,32 @@ class PlantedSet:
 
 
 def planted_set(*, x_pool: np.ndarray, n_ref: int, n_positive_per_kind: int, n_negative_per_kind: int,
-                seed: int) -> PlantedSet:
+                seed: int, clean_threshold: float | None = None, top_k: int = 16) -> PlantedSet:
     """Ground truth from real images: `n_ref` reference images and held-out images, all distinct rows of x_pool.
 
     Positives: a held-out image's original is inserted into the reference set at a random row,
     the query is its transformed copy. Negatives: transformed held-out images whose original is
     not in the reference set (their true answer is "no duplicate").
+    clean_threshold: real images repeat in CIFAR; when given, the drawn images are first
+    searched against each other and every image in a pair scoring at or above it is
+    replaced, so that an unplanted real duplicate is not counted as a false positive.
     """
     rng = np.random.default_rng([seed, 0x91A7])
     n_kinds = len(PLANT_KINDS)
     n_pos, n_neg = n_positive_per_kind * n_kinds, n_negative_per_kind * n_kinds
-    rows = rng.permutation(len(x_pool))[:n_ref + n_pos + n_neg]
-    if len(rows) < n_ref + n_pos + n_neg:
-        raise ValueError(f"x_pool has {len(x_pool)} images, {n_ref + n_pos + n_neg} needed")
+    n_need = n_ref + n_pos + n_neg
+    rows = rng.permutation(len(x_pool))
+    if clean_threshold is not None:
+        drawn = rows[:min(len(rows), int(n_need * 1.1) + 50)]
+        f = find(x_query=x_pool[drawn], x_ref=x_pool[drawn], near_threshold=1.0, review_threshold=clean_threshold,
+                 top_k=top_k, same_set=True, progress=False)
+        bad = np.zeros(len(drawn), bool)
+        bad[f.pairs["query_idx"].to_numpy()] = True
+        bad[f.pairs["ref_idx"].to_numpy()] = True
+        rows = drawn[~bad]
+    rows = rows[:n_need]
+    if len(rows) < n_need:
+        raise ValueError(f"x_pool has {len(rows)} usable images, {n_need} needed")
     base, pos, neg = rows[:n_ref], rows[n_ref:n_ref + n_pos], rows[n_ref + n_pos:]
     kind = np.array([k for k in PLANT_KINDS for _ in range(n_positive_per_kind)]
                     + [k for k in PLANT_KINDS for _ in range(n_negative_per_kind)])

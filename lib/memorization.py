@@ -8,7 +8,10 @@ it out ("out"); each estimate is a difference of two proportions over those mode
     infl(i,j) = mean_in(test_correct[:, j])  - mean_out(test_correct[:, j])
 
 Standard errors treat the two means as independent binomial proportions over finite
-model counts (Wald): se = sqrt(p_in (1 - p_in) / n_in + p_out (1 - p_out) / n_out).
+model counts, with Agresti & Caffo's adjustment (one success and one failure added to each
+group, p~ = (hits + 1) / (n + 2)): se = sqrt(p~_in (1 - p~_in) / (n_in + 2) + p~_out (1 - p~_out) / (n_out + 2)).
+Unlike the plain Wald form it does not claim zero uncertainty when a handful of models all
+agree (p = 0 or 1), and mem -/+ 1.96 se is then a 95% interval with close to nominal coverage.
 An example that no model held out, or that every model held out, is not estimable:
 `estimable` says so, and its mem / se are 0 (never NaN).
 
@@ -28,7 +31,7 @@ import torch
 @dataclass(frozen=True)
 class Scores:
     mem: np.ndarray        # (n_train,) float32 memorization estimate; 0 where not estimable
-    se: np.ndarray         # (n_train,) float32 Wald standard error of mem; 0 where not estimable
+    se: np.ndarray         # (n_train,) float32 standard error of mem (Agresti-Caffo); 0 where not estimable
     n_in: np.ndarray       # (n_train,) int32 models that trained on the example
     n_out: np.ndarray      # (n_train,) int32 models that held it out
     estimable: np.ndarray  # (n_train,) bool: n_in > 0 and n_out > 0
@@ -55,16 +58,15 @@ def difference_of_proportions(*, hits_in: np.ndarray, n_in: np.ndarray, hits_out
                               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(diff, se, estimable) of hits_in / n_in - hits_out / n_out, elementwise, in float64.
 
+    se: Agresti-Caffo (each proportion as (hits + 1) / (n + 2) over n + 2 trials).
     diff and se are 0 where n_in == 0 or n_out == 0 (not estimable).
     """
     n_in = np.asarray(n_in, np.float64)
     n_out = np.asarray(n_out, np.float64)
     estimable = (n_in > 0) & (n_out > 0)
-    p_in = np.divide(hits_in, n_in, out=np.zeros_like(n_in), where=estimable)
-    p_out = np.divide(hits_out, n_out, out=np.zeros_like(n_out), where=estimable)
-    var = np.zeros_like(n_in)
-    var = np.divide(p_in * (1 - p_in), n_in, out=var, where=estimable)
-    var += np.divide(p_out * (1 - p_out), n_out, out=np.zeros_like(n_out), where=estimable)
+    q_in = (np.asarray(hits_in, np.float64) + 1) / (n_in + 2)
+    q_out = (np.asarray(hits_out, np.float64) + 1) / (n_out + 2)
+    var = np.where(estimable, q_in * (1 - q_in) / (n_in + 2) + q_out * (1 - q_out) / (n_out + 2), 0.0)
     # one division of exact integers: a difference that is exactly a threshold stays exactly it
     num = np.asarray(hits_in, np.float64) * n_out - np.asarray(hits_out, np.float64) * n_in
     diff = np.divide(num, n_in * n_out, out=np.zeros_like(n_in), where=estimable)

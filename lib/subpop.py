@@ -65,8 +65,10 @@ def find_groups(*, tr_idx: np.ndarray, tt_idx: np.ndarray, infl: np.ndarray, mem
     tr_idx, tt_idx, infl: the high-influence pairs (n_pairs,); only pairs whose train
     point is memorized are edges. y_train: (n_train,) label of every train index, used
     for the group's class and its size relative to the class's train count.
-    Automatic verdict: "confirm" when all train points of the group share one label,
-    "reject" otherwise (a sub-population lives inside one class).
+    group_id is the group's smallest train index: a reviewer's decision keyed by it cannot land
+    on another group when a rerun changes the pairs. Automatic verdict: "confirm" when all
+    train points of the group share one label, "reject" otherwise (a sub-population lives
+    inside one class).
     """
     tr_idx, tt_idx = np.asarray(tr_idx, np.int64), np.asarray(tt_idx, np.int64)
     infl = np.asarray(infl, np.float64)
@@ -85,7 +87,7 @@ def find_groups(*, tr_idx: np.ndarray, tt_idx: np.ndarray, infl: np.ndarray, mem
         labels = np.unique(y_train[members])
         cls = int(np.bincount(y_train[members]).argmax())
         rows.append(dict(
-            group_id=len(rows), **{"class": cls}, train_idx=format_idx(members),
+            group_id=int(members[0]), **{"class": cls}, train_idx=format_idx(members),
             test_idx=format_idx(np.unique(tt_idx[on])), n_train=len(members), n_test=len(np.unique(tt_idx[on])),
             size_rel_class=len(members) / class_count[cls], n_pairs=int(on.sum()),
             infl_min=float(infl[on].min()), infl_max=float(infl[on].max()),

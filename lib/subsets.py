@@ -55,8 +55,9 @@ def signature(P, hp: HParams) -> dict:
 def open_subset_store(P, *, n_train: int, n_test: int, path=None) -> store_mod.Store:
     """The subset store of P (created if absent); raises StoreMismatch if P differs from its signature."""
     hp = hparams(P)
-    return store_mod.open_store(P.run_dir / "subsets" if path is None else path, n_models=P.n_subset_models, n_train=n_train,
-                                n_test=n_test, n_epochs=hp.epochs, signature=signature(P, hp))
+    path = P.run_dir / "subsets" if path is None else path
+    return store_mod.open_store(path, n_models=P.n_subset_models, n_train=n_train, n_test=n_test,
+                                n_epochs=hp.epochs, signature=signature(P, hp))
 
 
 def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = True, workers: int | None = None,
@@ -135,7 +136,8 @@ def _fill_in_processes(P, *, store, models, todo: list[int], workers: int, path,
     try:
         while any(proc.poll() is None for proc in procs):
             time.sleep(0.5)
-            bar.update(len(ids) - len(store.todo(ids)) - bar.n)
+            if (n_done := len(ids) - len(store.todo(ids))) > bar.n:  # redraw only on progress (logs stay short)
+                bar.update(n_done - bar.n)
         bar.update(len(ids) - len(store.todo(ids)) - bar.n)
     finally:
         for proc in procs:

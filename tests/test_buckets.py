@@ -80,3 +80,29 @@ def test_save_and_load_round_trip(tmp_path):
                  "influenced_test_idx_leakage", "influenced_test_idx_memorized"):
         np.testing.assert_array_equal(getattr(c, name), getattr(b, name))
     assert c.cause.dtype.kind == "U" and c.memorized_idx.dtype == np.int64
+
+
+def test_reviewer_overrides_change_the_buckets(tmp_path):
+    """A reviewer rejects one graph-rule group and confirms one the automatic check rejected."""
+    from lib import review, subpop
+    pairs = np.array([(3, 60), (4, 60), (5, 61), (6, 61), (7, 62), (8, 62)])
+    y = np.zeros(30, np.int64)
+    y[8] = 1  # group {7, 8} mixes labels: automatically rejected
+    groups = subpop.find_groups(tr_idx=pairs[:, 0], tt_idx=pairs[:, 1], infl=np.full(6, 0.3), memorized_idx=MEMORIZED,
+                                y_train=y, min_train=2)
+    assert groups["group_id"].tolist() == [3, 5, 7] and groups["verdict"].tolist() == ["confirm", "confirm", "reject"]
+
+    def bucketed(g):
+        return buckets.assign(memorized_idx=MEMORIZED, dup_train_idx=[], dup_test_idx=[], dup_kind=[],
+                              subpop_train_idx=subpop.confirmed_train_idx(g), pair_tr_idx=pairs[:, 0],
+                              pair_tt_idx=pairs[:, 1])
+
+    auto = review.merge(groups, keys=["group_id"], review_file=tmp_path / "missing.csv")
+    assert auto["decided_by"].eq("auto").all()
+    assert bucketed(auto).of_cause("subpop").tolist() == [3, 4, 5, 6]
+    path = review.write_template(groups.assign(decision=["", "reject", "confirm"]), path=tmp_path / "groups.csv")
+    reviewed = review.merge(groups, keys=["group_id"], review_file=path)
+    assert reviewed["decided_by"].tolist() == ["auto", "reviewer", "reviewer"]
+    b = bucketed(reviewed)
+    assert b.of_cause("subpop").tolist() == [3, 4, 7, 8]
+    assert b.memorized_bucket_idx.tolist() == [1, 2, 5, 6, 9, 10]

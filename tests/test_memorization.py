@@ -31,28 +31,30 @@ TEST_CORRECT = np.array([[1, 0],
 
 def test_memorization_by_hand():
     s = M.memorization(masks=MASKS, train_correct=TRAIN_CORRECT)
-    # ex0: in 1,1,1,0 -> 3/4; out 1,0 -> 1/2; se^2 = (3/4)(1/4)/4 + (1/2)(1/2)/2
-    # ex1: in 1,1,1 -> 1 (models 0, 2, 4); out 0,0,0 -> 0; se = 0 (both proportions at the boundary)
+    # ex0: in 1,1,1,0 -> 3/4; out 1,0 -> 1/2. SE (Agresti-Caffo, +1 success +1 failure per group):
+    #      in (3+1)/(4+2) = 2/3 -> (2/3)(1/3)/6 = 1/27; out (1+1)/(2+2) = 1/2 -> (1/2)(1/2)/4 = 1/16
+    # ex1: in 1,1,1 -> 1 (models 0, 2, 4); out 0,0,0 -> 0. SE: in 4/5 -> (4/5)(1/5)/5 = 4/125; out 1/5 -> 4/125
+    #      (plain Wald would say 0: three models each way are not certainty)
     np.testing.assert_allclose(s.mem, [0.25, 1.0, 0.0, 0.0], atol=1e-7)
-    np.testing.assert_allclose(s.se, [math.sqrt(3 / 64 + 1 / 8), 0.0, 0.0, 0.0], atol=1e-7)
+    np.testing.assert_allclose(s.se, [math.sqrt(1 / 27 + 1 / 16), math.sqrt(8 / 125), 0.0, 0.0], atol=1e-7)
     np.testing.assert_array_equal(s.n_in, [4, 3, 6, 0])
     np.testing.assert_array_equal(s.n_out, [2, 3, 0, 6])
     np.testing.assert_array_equal(s.estimable, [True, True, False, False])
     assert s.mem.dtype == np.float32 and s.se.dtype == np.float32 and s.n_in.dtype == np.int32
     assert np.isfinite(s.mem).all() and np.isfinite(s.se).all()  # not estimable is a flag, not NaN
     lo, hi = s.ci(z=2.0)
-    assert lo[0] == pytest.approx(0.25 - 2 * math.sqrt(3 / 64 + 1 / 8), abs=1e-6)
+    assert lo[0] == pytest.approx(0.25 - 2 * math.sqrt(1 / 27 + 1 / 16), abs=1e-6)
     np.testing.assert_array_equal(M.memorized_idx(s, mem_threshold=0.25), [0, 1])  # >= includes 0.25
     np.testing.assert_array_equal(M.memorized_idx(s, mem_threshold=0.3), [1])
 
 
 def test_memorization_se_interior_by_hand():
-    # 5 models; in: models 0-2 correct 2/3; out: models 3-4 correct 1/2
+    # 5 models; in: models 0-2 correct 2/3 -> adjusted 3/5 over 5; out: models 3-4 correct 1/2 -> 2/4 over 4
     masks = np.array([[1], [1], [1], [0], [0]], bool)
     correct = np.array([[1], [1], [0], [1], [0]], bool)
     s = M.memorization(masks=masks, train_correct=correct)
     assert s.mem[0] == pytest.approx(2 / 3 - 1 / 2, abs=1e-7)
-    assert s.se[0] == pytest.approx(math.sqrt((2 / 3) * (1 / 3) / 3 + 0.25 / 2), abs=1e-7)
+    assert s.se[0] == pytest.approx(math.sqrt((3 / 5) * (2 / 5) / 5 + 0.25 / 4), abs=1e-7)
 
 
 def test_memorization_blocks_and_memmap(tmp_path):
@@ -173,7 +175,7 @@ def test_se_shrinks_with_models():
     np.testing.assert_array_equal(curve.n_models, [50, 200, 800])  # counts above the store are dropped
     assert curve.median_se[1] / curve.median_se[0] == pytest.approx(0.5, abs=0.07)
     assert curve.median_se[2] / curve.median_se[1] == pytest.approx(0.5, abs=0.05)
-    want = math.sqrt(0.9 * 0.1 / 560 + 0.4 * 0.6 / 240)
+    want = math.sqrt(0.9 * 0.1 / 560 + 0.4 * 0.6 / 240)  # ~ the adjusted SE at these counts
     assert curve.median_se[2] == pytest.approx(want, rel=0.05)
     assert curve.mean_abs_change[2] == 0.0 and curve.mean_abs_change[0] > curve.mean_abs_change[1]
     np.testing.assert_array_equal(curve.frac_estimable, [1.0, 1.0, 1.0])

@@ -118,7 +118,7 @@ def test_notebooks_05_06_smoke_end_to_end(tmp_path):
         md = (P.fig_dir / "table2.md").read_text()
         cell = expected_cell()
         assert f"| Memorized Bucket | 25 | 2/2 |" in md and cell in md
-        assert "NOT THE PAPER'S SCALE" in md and "1000 train / 500 test images" in md and "2 epochs" in md
+        assert "NOT THE PAPER'S SCALE" in md and "1000 train / 500 test images" in md and f"{retrain.n_epochs(P)} epochs" in md
         assert "| Leakage+Shift Bucket | 0 |" in md
 
         st = retrain.open_condition(P=P, planned=[p for p in planned if p.condition.name == "full_wd"][0],

@@ -32,8 +32,9 @@ def test_augmented_batches_are_crops_or_flipped_crops_of_each_subset_row_once():
             for img, label in zip(xb.permute(0, 2, 3, 1), yb):
                 row = int(label) // 10
                 epoch_rows.append(row)
-                matches = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
-                           if torch.equal(img, (lambda c: c.flip(1) if f else c)(x_pad[row, dy:dy + size, dx:dx + size]))]
+                crops = {(dy, dx, f): x_pad[row, dy:dy + size, dx:dx + size] for dy in range(9) for dx in range(9)
+                         for f in (False, True)}
+                matches = [k for k, c in crops.items() if torch.equal(img, c.flip(1) if k[2] else c)]
                 assert matches, "an augmented image is not a (flipped) 32x32 crop of its padded source"
                 shifts.add(matches[0][:2])
                 flips += matches[0][2]
@@ -107,7 +108,7 @@ def test_ffcv_backend_trains_to_comparable_accuracy(smoke, smoke_data, tmp_path)
     accs = {}
     for loader in ("tensor", "ffcv"):
         r = train_model(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test, idx_train=idx,
-                        n_classes=ds.n_classes, seed=0, hp=_smoke_hp(smoke, loader=loader), device="cpu",
+                        n_classes=ds.n_classes, seed=0, hp=_smoke_hp(smoke, loader=loader, epochs=6), device="cpu",
                         threads=1, ffcv_paths=paths)
         accs[loader] = r["test_acc"]
         assert r["train_correct"].shape == (len(ds.x_train),)

@@ -413,7 +413,7 @@ def planted_set(*, x_pool: np.ndarray, n_ref: int, n_positive_per_kind: int, n_n
     n_need = n_ref + n_pos + n_neg
     rows = rng.permutation(len(x_pool))
     if clean_threshold is not None:
-        drawn = rows[:min(len(rows), int(n_need * 1.1) + 50)]
+        drawn = rows[:min(len(rows), int(n_need * 1.3) + 100)]
         f = find(x_query=x_pool[drawn], x_ref=x_pool[drawn], near_threshold=1.0, review_threshold=clean_threshold,
                  top_k=top_k, same_set=True, progress=False)
         bad = np.zeros(len(drawn), bool)

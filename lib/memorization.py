@@ -191,7 +191,8 @@ def influence(*, masks: np.ndarray, test_correct: np.ndarray, top_k: int, block:
 
         rows_ok = np.flatnonzero(keep_rows[start:stop] & ok.numpy())
         if len(rows_ok):
-            sub = infl[:, torch.from_numpy(rows_ok)].numpy()  # (n_test, n_rows_ok)
+            every = len(rows_ok) == stop - start  # no copy when every row of the block is a candidate
+            sub = (infl if every else infl[:, torch.from_numpy(rows_ok)]).numpy()  # (n_test, n_rows_ok)
             # float32 rounding (~1e-7) must not decide a pair sitting exactly on the threshold:
             # take candidates with a margin, then redo them exactly from the integer counts
             tt, r = np.nonzero(sub >= infl_threshold - 1e-4)

@@ -22,6 +22,7 @@ made with different parameters or a different removal set).
 from __future__ import annotations
 
 import hashlib
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,13 +165,18 @@ def open_condition(*, P: params_mod.Params, planned: Planned, n_train: int, n_te
                             n_epochs=n_epochs(P), signature=signature(P=P, planned=planned))
 
 
-def run_condition(*, P: params_mod.Params, ds, planned: Planned, device: str, ids=None, progress: bool = False):
-    """Train (or resume) models `ids` (default: all) of one condition into its store; returns the Store."""
+def run_condition(*, P: params_mod.Params, ds, planned: Planned, device: str, ids=None, progress: bool = True):
+    """Train (or resume) models `ids` (default: all) of one condition into its store; returns the Store.
+
+    On CPU each model trains on one thread, so its bits do not depend on the machine's core count
+    or on how many workers share the work.
+    """
     from . import store, train
 
     st = open_condition(P=P, planned=planned, n_train=len(ds.y_train), n_test=len(ds.y_test))
     hp = train.HParams.from_params(P, weight_decay=planned.weight_decay, epochs=n_epochs(P))
     name = planned.condition.name
+    ids = range(P.n_retrain_models) if ids is None else ids
 
     def mask_fn(i: int) -> np.ndarray:
         return mask(condition=planned.condition, removed=planned.removed, n_train=len(ds.y_train), seed=P.seed, i=i)
@@ -179,11 +185,94 @@ def run_condition(*, P: params_mod.Params, ds, planned: Planned, device: str, id
         return train.train_model(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test,
                                  idx_train=np.flatnonzero(m), n_classes=ds.n_classes,
                                  seed=model_seed(seed=P.seed, condition=name, i=i), hp=hp, device=device,
-                                 progress=progress)
+                                 threads=1 if device == "cpu" else None)
 
-    store.fill(st, ids=range(P.n_retrain_models) if ids is None else ids, mask_fn=mask_fn, train_fn=train_fn,
-               desc=name)
+    if progress:
+        store.fill(st, ids=ids, mask_fn=mask_fn, train_fn=train_fn, desc=name)
+    else:
+        for i in st.todo(ids):
+            m = mask_fn(i)
+            st.write(i, mask=m, result=train_fn(i, m))
     return st
+
+
+def run_all(*, P: params_mod.Params, ds, planned: list[Planned], device: str, workers: int | None = None,
+            progress: bool = True) -> None:
+    """Train (or resume) every model of every planned condition.
+
+    workers: processes training side by side (default: one per core on CPU, 1 on GPU); the
+    (condition, model) pairs still to do are dealt round-robin. Each writes its own store rows.
+    """
+    from .train import default_threads
+
+    stores = {p.condition.name: open_condition(P=P, planned=p, n_train=len(ds.y_train), n_test=len(ds.y_test))
+              for p in planned}
+    todo = [(p.condition.name, i) for p in planned for i in stores[p.condition.name].todo(range(P.n_retrain_models))]
+    workers = max(1, min(default_threads() if (workers is None and device == "cpu") else (workers or 1), len(todo)))
+    if workers == 1:
+        for p in planned:
+            run_condition(P=P, ds=ds, planned=p, device=device, progress=progress)
+        return
+    _fill_in_processes(P=P, planned=planned, stores=stores, todo=todo, workers=workers, progress=progress)
+
+
+def _fill_in_processes(*, P, planned: list[Planned], stores: dict, todo: list[tuple[str, int]], workers: int,
+                       progress: bool) -> None:
+    """Fresh `python -m lib.retrain --worker` children (as lib/subsets.py does); progress read from the stores."""
+    import pickle
+    import subprocess
+    import sys
+    import time
+
+    from tqdm.auto import tqdm
+
+    from .subsets import _die_with_parent
+
+    def n_left() -> int:
+        return sum(len(st.todo(range(P.n_retrain_models))) for st in stores.values())
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(params_mod.ROOT), os.environ.get("PYTHONPATH", "")])}
+    procs = []
+    for w in range(workers):
+        proc = subprocess.Popen([sys.executable, "-m", "lib.retrain", "--worker"], stdin=subprocess.PIPE,
+                                cwd=params_mod.ROOT, env=env, preexec_fn=_die_with_parent)
+        proc.stdin.write(pickle.dumps((P, planned, todo[w::workers])))
+        proc.stdin.close()
+        procs.append(proc)
+    total = len(stores) * P.n_retrain_models
+    bar = tqdm(total=total, initial=total - len(todo), desc=f"retraining models ({P.name}, {workers} workers)",
+               disable=not progress)
+    try:
+        while any(proc.poll() is None for proc in procs):
+            time.sleep(0.5)
+            if (done := total - n_left()) > bar.n:
+                bar.update(done - bar.n)
+        bar.update(total - n_left() - bar.n)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        bar.close()
+    failed = [proc.returncode for proc in procs if proc.returncode != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} retraining worker(s) failed (exit codes {failed}); see their tracebacks "
+                           "above. Completed models are kept: rerun to resume.")
+
+
+def _worker_main() -> None:
+    """One child: (P, planned, [(condition, model id)]) pickled on stdin; trains them in turn."""
+    import pickle
+    import sys
+
+    from . import data
+
+    P, planned, jobs = pickle.load(sys.stdin.buffer)
+    ds = data.load(P)
+    device = params_mod.resolve_device(P)
+    by_name = {p.condition.name: p for p in planned}
+    for name, i in jobs:
+        run_condition(P=P, ds=ds, planned=by_name[name], device=device, ids=[i], progress=False)
 
 
 def eval_subsets(*, buckets: Mapping[str, np.ndarray], removal: str, n_test: int) -> dict[str, np.ndarray]:
@@ -267,3 +356,12 @@ def results_table(*, results: dict[str, Results], planned: list[Planned]):
                      "train_acc_mean": np.nan if r is None else r.train_acc.mean(),
                      "seconds_per_model": np.nan if r is None else r.seconds.mean()})
     return pd.DataFrame(rows).set_index("condition")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--worker"]:
+        _worker_main()
+    else:
+        sys.exit("usage: python -m lib.retrain --worker (internal; notebook 05 calls retrain.run_all)")

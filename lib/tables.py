@@ -178,37 +178,45 @@ def subset_table(*, correct: Mapping[str, np.ndarray], subsets: Mapping[str, Map
     correct: condition name -> (n_models, n_test) bool test correctness of its completed models.
     subsets: removal name -> {"duplicate", "influenced", "other"} -> test indices (retrain.eval_subsets).
     `share` is the subset's contribution to the overall drop (size-weighted drop / overall drop).
+    Rows of conditions not trained keep their subset sizes, with NaN accuracies.
     """
+    def acc(name: str, idx: np.ndarray) -> float:
+        if name not in correct or len(idx) == 0:
+            return math.nan
+        return _pct(float(np.mean(stats.subset_accuracy(test_correct=correct[name], idx=idx))))
+
     rows = []
     for row, cond_name, _, _ in PAPER_TABLE2:
         cond = retrain.BY_NAME[cond_name]
-        ctrl_name = f"random_for_{cond_name}"
-        if cond_name not in correct or cond.baseline not in correct:
+        if cond.removal not in subsets:
             continue
-        n_test = correct[cond_name].shape[1]
-        overall = _pct(correct[cond.baseline].mean() - correct[cond_name].mean())
-        for part, idx in subsets[cond.removal].items():
-            acc = {n: _pct(np.nanmean(stats.subset_accuracy(test_correct=correct[n], idx=idx)))
-                   if n in correct and len(idx) else math.nan for n in (cond.baseline, cond_name, ctrl_name)}
-            d = acc[cond.baseline] - acc[cond_name]
-            rows.append({"row": row, "test subset": part, "n_test": len(idx), "baseline_acc": acc[cond.baseline],
-                         "condition_acc": acc[cond_name], "drop": d, "control_acc": acc[ctrl_name],
-                         "control_drop": acc[cond.baseline] - acc[ctrl_name],
-                         "share": (d * len(idx) / n_test / overall) if overall and not math.isnan(d) else math.nan})
+        parts = subsets[cond.removal]
+        n_test = sum(len(idx) for idx in parts.values())
+        trained = cond_name in correct and cond.baseline in correct
+        overall = _pct(correct[cond.baseline].mean() - correct[cond_name].mean()) if trained else math.nan
+        for part, idx in parts.items():
+            a_base, a_cond, a_ctrl = (acc(n, idx) for n in (cond.baseline, cond_name, f"random_for_{cond_name}"))
+            d = a_base - a_cond
+            rows.append({"row": row, "test subset": part, "n_test": len(idx), "baseline_acc": a_base,
+                         "condition_acc": a_cond, "drop": d, "control_acc": a_ctrl, "control_drop": a_base - a_ctrl,
+                         "share": d * len(idx) / n_test / overall if overall and not math.isnan(d) else math.nan})
     return pd.DataFrame(rows, columns=["row", "test subset", "n_test", "baseline_acc", "condition_acc", "drop",
                                        "control_acc", "control_drop", "share"])
 
 
 def scale_text(*, P, n_train: int, n_test: int, n_classes: int) -> str:
     """One line saying at what scale a run was made (so CPU numbers are not read as the paper's)."""
-    return (f"parameter set '{P.name}' (mode {P.mode}): {P.dataset}, {n_classes} classes, {n_train} train / "
-            f"{n_test} test images, model {P.model} (width {P.width}), {retrain.n_epochs(P)} epochs, "
+    data = (f"parameter set '{P.name}' (mode {P.mode}): {P.dataset}, {n_classes} classes, {n_train} train / "
+            f"{n_test} test images")
+    if not P.retrain:
+        return data + ", retraining off (no models trained)"
+    return (data + f", model {P.model} (width {P.width}), {retrain.n_epochs(P)} epochs, "
             f"{P.n_retrain_models} models per condition, weight decay {P.weight_decay} where used")
 
 
 def table2_notes(*, P, scale: str, state: str) -> list[str]:
     """The lines printed above Table 2: scale, state, definitions, and the paper's provenance."""
-    warn = ("" if P.name.startswith("paper") else
+    warn = ("" if P.name.startswith("paper") or not P.retrain else
             "NOT THE PAPER'S SCALE: a reduced CPU run; its numbers show the method working and must not be "
             "compared with the paper's values.")
     return [n for n in [

@@ -15,7 +15,8 @@ def _buckets():
     ls = np.array([3, 13, 40, 55])
     return {"memorized_idx": mem, "leakage_shift_idx": ls, "memorized_bucket_idx": np.setdiff1d(mem, ls),
             "cause": np.array(["exact", "near", "subpop", "subpop"]), "duplicate_test_idx": np.array([2, 7]),
-            "influenced_test_idx_leakage": np.array([2, 7, 11, 12]), "influenced_test_idx_memorized": np.array([12, 20])}
+            "influenced_test_idx_leakage": np.array([2, 7, 11, 12]),
+            "influenced_test_idx_memorized": np.array([12, 20])}
 
 
 @pytest.fixture
@@ -127,14 +128,17 @@ def test_signature_tracks_the_removal_set(P):
     assert retrain.signature(P=P, planned=full)["weight_decay_used"] == 5e-4
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted(tmp_path):
-    """Two models of a random control: one then the other (a resume) equals both at once, bit for bit."""
+    """Two models of a random control: one then the other (a resume) equals both at once, bit for bit,
+    and so do two worker processes sharing the condition."""
     import dataclasses
 
     from lib import data
 
-    P = params.load("smoke", retrain_epochs=1, n_retrain_models=2, width=8, batch_size=32)
-    ds = data.load_cifar(data_dir=P.data_dir, classes=[0, 1, 2], n_train_per_class=20, n_test_per_class=10, seed=0)
+    P = params.load("smoke", retrain_epochs=1, lr_peak_epoch=0.5, n_retrain_models=2, width=8, batch_size=32,
+                    classes=[0, 1, 2], n_train_per_class=20, n_test_per_class=10)
+    ds = data.load(P)
     b = {"memorized_idx": np.array([0, 5, 9, 30]), "leakage_shift_idx": np.array([5]),
          "memorized_bucket_idx": np.array([0, 9, 30])}
     p = {q.condition.name: q for q in retrain.plan(P=P, buckets=b)}["random_for_minus_memorized_wd"]
@@ -154,6 +158,13 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
         np.testing.assert_array_equal(a.masks[i], retrain.mask(condition=p.condition, removed=p.removed,
                                                                n_train=len(ds.y_train), seed=P.seed, i=i))
     assert (~a.masks).sum(axis=1).tolist() == [4, 4]
+    # two worker processes filling the same condition give the same bits
+    w = dataclasses.replace(p, path=tmp_path / "workers" / p.condition.name)
+    retrain.run_all(P=P, ds=ds, planned=[w], device="cpu", workers=2, progress=False)
+    wst = retrain.open_condition(P=P, planned=w, n_train=len(ds.y_train), n_test=len(ds.y_test))
+    assert wst.completed.all()
+    np.testing.assert_array_equal(wst.test_correct, s.test_correct)
+    np.testing.assert_array_equal(wst.curve, s.curve)
     # the store refuses to be resumed with another removal set
     other = dataclasses.replace(p, removed=np.array([1, 2, 3, 4]), path=tmp_path / "resumed" / p.condition.name)
     with pytest.raises(Exception, match="different parameters"):

@@ -92,3 +92,12 @@ def test_a_store_refuses_other_parameters(tmp_path):
     with pytest.raises(store_mod.StoreMismatch, match="lr_peak") as e:
         subsets.open_subset_store(Q, n_train=1000, n_test=500, path=tmp_path / "s")
     assert str(tmp_path / "s") in str(e.value)
+
+
+def test_hparams_come_from_params_and_subset_weight_decay_overrides(tmp_path):
+    P = params.load(_tiny_params(tmp_path, weight_decay=0.001))
+    hp = subsets.hparams(P)
+    assert (hp.model, hp.width, hp.epochs, hp.weight_decay, hp.loader) == (P.model, 4, 2, 0.001, "tensor")
+    Q = params.load(_tiny_params(tmp_path, weight_decay=0.001, subset_weight_decay=0.0))
+    assert subsets.hparams(Q).weight_decay == 0.0
+    assert "weight_decay" in subsets.signature(Q, subsets.hparams(Q))

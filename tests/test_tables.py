@@ -65,7 +65,9 @@ def test_subset_table_locates_the_loss():
     subsets = {r: retrain.eval_subsets(buckets=b, removal=r, n_test=n_test) for r in retrain.REMOVAL_KEYS}
     st = tables.subset_table(correct={"full_nowd": base, "minus_memorized_nowd": cond,
                                       "random_for_minus_memorized_nowd": ctrl}, subsets=subsets)
-    st = st.set_index("test subset")
+    untrained = st[st["row"] == "Memorized Bucket"].set_index("test subset")  # sizes only
+    assert untrained["n_test"].tolist() == [0, 1, 9] and untrained["drop"].isna().all()
+    st = st[st["row"] == "Original (FZ)"].set_index("test subset")
     assert st.loc["duplicate", "n_test"] == 2 and st.loc["influenced", "n_test"] == 2  # {2, 3}
     assert st.loc["duplicate", "drop"] == pytest.approx(100.0)
     assert st.loc["influenced", "drop"] == pytest.approx(0.0) and st.loc["other", "drop"] == pytest.approx(0.0)
@@ -118,7 +120,8 @@ def test_notebooks_05_06_smoke_end_to_end(tmp_path):
         md = (P.fig_dir / "table2.md").read_text()
         cell = expected_cell()
         assert f"| Memorized Bucket | 25 | 2/2 |" in md and cell in md
-        assert "NOT THE PAPER'S SCALE" in md and "1000 train / 500 test images" in md and f"{retrain.n_epochs(P)} epochs" in md
+        assert "NOT THE PAPER'S SCALE" in md and "1000 train / 500 test images" in md
+        assert f"{retrain.n_epochs(P)} epochs, {P.n_retrain_models} models per condition" in md
         assert "| Leakage+Shift Bucket | 0 |" in md
 
         st = retrain.open_condition(P=P, planned=[p for p in planned if p.condition.name == "full_wd"][0],

@@ -202,9 +202,14 @@ def run_all(*, P: params_mod.Params, ds, planned: list[Planned], device: str, wo
 
     workers: processes training side by side (default: one per core on CPU, 1 on GPU); the
     (condition, model) pairs still to do are dealt round-robin. Each writes its own store rows.
+    In reference mode the removal sets are FZ's released (official) indices: on any other copy
+    of CIFAR-100 they would name unrelated images, so that is refused.
     """
+    from . import data
     from .train import default_threads
 
+    if P.mode == "reference":
+        data.require_official(ds, "retraining without FZ's released memorized points")
     stores = {p.condition.name: open_condition(P=P, planned=p, n_train=len(ds.y_train), n_test=len(ds.y_test))
               for p in planned}
     todo = [(p.condition.name, i) for p in planned for i in stores[p.condition.name].todo(range(P.n_retrain_models))]

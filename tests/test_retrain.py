@@ -169,3 +169,12 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
     other = dataclasses.replace(p, removed=np.array([1, 2, 3, 4]), path=tmp_path / "resumed" / p.condition.name)
     with pytest.raises(Exception, match="different parameters"):
         retrain.open_condition(P=P, planned=other, n_train=len(ds.y_train), n_test=len(ds.y_test))
+
+
+def test_reference_mode_refuses_a_non_official_copy(smoke_data):
+    """FZ's released indices name official CIFAR-100 rows; retraining on another copy must stop first."""
+    from lib import data
+
+    P = params.load("reference", retrain=True)
+    with pytest.raises(data.DataError, match="official"):
+        retrain.run_all(P=P, ds=smoke_data, planned=[], device="cpu")

@@ -22,7 +22,6 @@ made with different parameters or a different removal set).
 from __future__ import annotations
 
 import hashlib
-import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Mapping
 import numpy as np
 
 from . import params as params_mod
+from . import workers as workers_mod
 
 # removal name -> key of its index array in runs/<name>/buckets.npz (notebook 04)
 REMOVAL_KEYS = {
@@ -218,61 +218,17 @@ def run_all(*, P: params_mod.Params, ds, planned: list[Planned], device: str, wo
         for p in planned:
             run_condition(P=P, ds=ds, planned=p, device=device, progress=progress)
         return
-    _fill_in_processes(P=P, planned=planned, stores=stores, todo=todo, workers=workers, progress=progress)
-
-
-def _fill_in_processes(*, P, planned: list[Planned], stores: dict, todo: list[tuple[str, int]], workers: int,
-                       progress: bool) -> None:
-    """Fresh `python -m lib.retrain --worker` children (as lib/subsets.py does); progress read from the stores."""
-    import pickle
-    import subprocess
-    import sys
-    import time
-
-    from tqdm.auto import tqdm
-
-    from .subsets import _die_with_parent
-
-    def n_left() -> int:
-        return sum(len(st.todo(range(P.n_retrain_models))) for st in stores.values())
-
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(params_mod.ROOT), os.environ.get("PYTHONPATH", "")])}
-    procs = []
-    for w in range(workers):
-        proc = subprocess.Popen([sys.executable, "-m", "lib.retrain", "--worker"], stdin=subprocess.PIPE,
-                                cwd=params_mod.ROOT, env=env, preexec_fn=_die_with_parent)
-        proc.stdin.write(pickle.dumps((P, planned, todo[w::workers])))
-        proc.stdin.close()
-        procs.append(proc)
     total = len(stores) * P.n_retrain_models
-    bar = tqdm(total=total, initial=total - len(todo), desc=f"retraining models ({P.name}, {workers} workers)",
-               disable=not progress)
-    try:
-        while any(proc.poll() is None for proc in procs):
-            time.sleep(0.5)
-            if (done := total - n_left()) > bar.n:
-                bar.update(done - bar.n)
-        bar.update(total - n_left() - bar.n)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        bar.close()
-    failed = [proc.returncode for proc in procs if proc.returncode != 0]
-    if failed:
-        raise RuntimeError(f"{len(failed)} retraining worker(s) failed (exit codes {failed}); see their tracebacks "
-                           "above. Completed models are kept: rerun to resume.")
+    workers_mod.run(module="lib.retrain", payloads=[(P, planned, todo[w::workers]) for w in range(workers)],
+                    total=total, n_left=lambda: sum(len(st.todo(range(P.n_retrain_models))) for st in stores.values()),
+                    desc=f"retraining models ({P.name})", progress=progress)
 
 
 def _worker_main() -> None:
     """One child: (P, planned, [(condition, model id)]) pickled on stdin; trains them in turn."""
-    import pickle
-    import sys
-
     from . import data
 
-    P, planned, jobs = pickle.load(sys.stdin.buffer)
+    P, planned, jobs = workers_mod.read_payload()
     ds = data.load(P)
     device = params_mod.resolve_device(P)
     by_name = {p.condition.name: p for p in planned}

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 
 import numpy as np
 
 from . import data as data_mod
 from . import params as params_mod
 from . import store as store_mod
+from . import workers as workers_mod
 from .train import HParams, default_threads, train_model
 
 # Stream tags that keep a model's subset and its training seed independent draws.
@@ -86,7 +86,11 @@ def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = 
         workers = default_threads() if device == "cpu" else 1
     workers = max(1, min(workers, len(todo)))
     if workers > 1:
-        _fill_in_processes(P, store=store, models=models, todo=todo, workers=workers, path=path, progress=progress)
+        ids = list(models)
+        workers_mod.run(module="lib.subsets", payloads=[(P, todo[w::workers], None if path is None else str(path))
+                                                        for w in range(workers)],
+                        total=len(ids), n_left=lambda: len(store.todo(ids)), desc=f"subset models ({P.name})",
+                        progress=progress)
         return store
 
     def mask_fn(i: int) -> np.ndarray:
@@ -108,66 +112,9 @@ def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = 
     return store
 
 
-def _fill_in_processes(P, *, store, models, todo: list[int], workers: int, path, progress: bool) -> None:
-    """Split `todo` round-robin over `workers` child interpreters; show their progress from the store.
-
-    Children are fresh `python -m lib.subsets --worker` processes (no fork of torch state, no
-    re-import of the caller's script) that get (P, ids, path) pickled on stdin, and the kernel
-    kills them when this process dies (kill -9 included), so a resume never races an orphan.
-    """
-    import pickle
-    import subprocess
-    import sys
-    import time
-
-    from tqdm.auto import tqdm
-
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(params_mod.ROOT), os.environ.get("PYTHONPATH", "")])}
-    procs = []
-    for w in range(workers):
-        proc = subprocess.Popen([sys.executable, "-m", "lib.subsets", "--worker"], stdin=subprocess.PIPE,
-                                cwd=params_mod.ROOT, env=env, preexec_fn=_die_with_parent)
-        proc.stdin.write(pickle.dumps((P, todo[w::workers], None if path is None else str(path))))
-        proc.stdin.close()
-        procs.append(proc)
-    ids = list(models)
-    bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc=f"subset models ({P.name}, {workers} workers)",
-               disable=not progress)
-    try:
-        while any(proc.poll() is None for proc in procs):
-            time.sleep(0.5)
-            if (n_done := len(ids) - len(store.todo(ids))) > bar.n:  # redraw only on progress (logs stay short)
-                bar.update(n_done - bar.n)
-        bar.update(len(ids) - len(store.todo(ids)) - bar.n)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        bar.close()
-    failed = [proc.returncode for proc in procs if proc.returncode != 0]
-    if failed:
-        raise RuntimeError(f"{len(failed)} subset worker(s) failed (exit codes {failed}); see their tracebacks "
-                           "above. Completed models are kept: rerun the same command to resume.")
-
-
-def _die_with_parent() -> None:
-    """Linux: have the kernel SIGKILL this process when its parent dies, so no orphan keeps training."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: an orphan finishes its current model and writes the same bits
-
-
 def _worker_main() -> None:
     """Entry of one child: (P, ids, path) pickled on stdin; trains ids one after another on one thread."""
-    import pickle
-    import sys
-
-    P, ids, path = pickle.load(sys.stdin.buffer)
+    P, ids, path = workers_mod.read_payload()
     run_subsets(P, models=ids, progress=False, workers=1, path=path)
 
 
@@ -190,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=None, help="processes (default: one per core on CPU)")
     ap.add_argument("--store", default=None, help="store folder (default: runs/<params>/subsets)")
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal: see _fill_in_processes
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal: see lib/workers.py
     args = ap.parse_args(argv)
     if args.worker:
         return _worker_main()

@@ -1,0 +1,52 @@
+"""The whole notebook chain through the Makefile on smoke params, and its incremental rule."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import params
+from lib.params import ROOT
+
+
+def make(*args: str) -> subprocess.CompletedProcess:
+    # use this interpreter's environment as is (as with an active conda env)
+    return subprocess.run(["make", "-C", str(ROOT), *args, "PARAMS=smoke", f"PY={sys.executable}", "ENV_STAMP="],
+                          capture_output=True, text=True, env=os.environ)
+
+
+@pytest.mark.slow
+def test_make_all_on_smoke_runs_every_step_and_then_only_what_changed():
+    p = params.load("smoke")
+    r = make("all")
+    assert r.returncode == 0, r.stderr[-3000:]
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    for nb in notebooks:
+        assert (p.run_dir / nb.name).is_file(), nb.name
+        assert (p.fig_dir / nb.with_suffix(".html").name).is_file(), nb.name
+
+    # what each step hands to the next (the run-folder contract)
+    mem = np.load(p.run_dir / "memorization" / "scores.npz")
+    n_train = len(mem["mem"])
+    memorized = np.load(p.run_dir / "memorization" / "memorized_idx.npy")
+    assert np.array_equal(memorized, np.flatnonzero(mem["estimable"] & (mem["mem"] >= p.mem_threshold)))
+    dups = pd.read_csv(p.run_dir / "duplicates.csv")
+    assert {"train_idx", "test_idx", "kind", "score", "verdict", "decision", "final"} <= set(dups.columns)
+    b = np.load(p.run_dir / "buckets.npz")
+    both = np.concatenate([b["leakage_shift_idx"], b["memorized_bucket_idx"]])
+    assert np.array_equal(np.sort(both), memorized) and len(np.unique(both)) == len(both) <= n_train
+    table = (p.fig_dir / "table2.md").read_text()
+    assert "Original" in table and "2.54" in table and "NOT THE PAPER'S SCALE" in table
+    index = (p.fig_dir / "index.html").read_text()
+    assert all(nb.with_suffix(".html").name in index for nb in notebooks)
+
+    # nothing changed: nothing reruns
+    assert make("-q", "all").returncode == 0
+    # a changed notebook reruns from that step on, not before
+    nb4 = ROOT / "notebooks" / "04_subpopulations.ipynb"
+    os.utime(nb4)
+    planned = make("-n", "all").stdout
+    assert "04_subpopulations" in planned and "05_marginal_utility" in planned and "06_results" in planned
+    assert "01_train_subsets" not in planned and "03_leakage" not in planned

@@ -227,10 +227,14 @@ def load(p: Params) -> Cifar:
                       n_train_per_class=p.n_train_per_class, n_test_per_class=p.n_test_per_class, seed=p.seed)
 
 
+def image_hashes(x: np.ndarray) -> list[bytes]:
+    """One 128-bit content hash per image: equal hashes mean byte-identical images."""
+    return [hashlib.blake2b(np.ascontiguousarray(img).tobytes(), digest_size=16).digest() for img in x]
+
+
 def exact_duplicate_counts(ds: Cifar) -> dict[str, int]:
     """Byte-identical images: extra copies within train, and test images with a copy in train."""
-    h_tr = [hashlib.blake2b(x.tobytes(), digest_size=16).digest() for x in ds.x_train]
-    h_te = [hashlib.blake2b(x.tobytes(), digest_size=16).digest() for x in ds.x_test]
+    h_tr, h_te = image_hashes(ds.x_train), image_hashes(ds.x_test)
     train_set = set(h_tr)
     return dict(
         within_train=len(h_tr) - len(train_set),

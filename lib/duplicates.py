@@ -26,7 +26,6 @@ truth that the tests and bench/bench_duplicates.py measure the finder against.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 
@@ -36,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageEnhance
 from tqdm.auto import tqdm
+
+from .data import image_hashes
 
 PAIR_COLUMNS = ["query_idx", "ref_idx", "kind", "score", "pixel", "gradient", "verdict"]
 SHIFT = 2           # alignment search: +-2 cells of the 16x16 thumbnail = +-4 pixels of the 32x32 image
@@ -54,28 +55,18 @@ class Found:
 
 # ---------------------------------------------------------------- exact duplicates
 
-def _hashes(x: np.ndarray) -> list[bytes]:
-    return [hashlib.blake2b(np.ascontiguousarray(img).tobytes(), digest_size=16).digest() for img in x]
-
-
 def exact_pairs(*, x_query: np.ndarray, x_ref: np.ndarray, same_set: bool = False) -> np.ndarray:
     """(n_pairs, 2) int64 (query index, reference index) of byte-identical images.
 
     same_set: query and reference are the same array; list each pair once (q < r), no self pairs.
     """
     by_hash: dict[bytes, list[int]] = {}
-    for j, h in enumerate(_hashes(x_ref)):
+    for j, h in enumerate(image_hashes(x_ref)):
         by_hash.setdefault(h, []).append(j)
-    h_query = None if same_set else _hashes(x_query)
-    out = []
-    for i in range(len(x_query)):
-        if same_set:
-            continue
-        for j in by_hash.get(h_query[i], ()):
-            out.append((i, j))
     if same_set:
-        for rows in by_hash.values():
-            out.extend((a, b) for k, a in enumerate(rows) for b in rows[k + 1:])
+        out = [(a, b) for rows in by_hash.values() for k, a in enumerate(rows) for b in rows[k + 1:]]
+    else:
+        out = [(i, j) for i, h in enumerate(image_hashes(x_query)) for j in by_hash.get(h, ())]
     return np.asarray(sorted(out), np.int64).reshape(-1, 2)
 
 

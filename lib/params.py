@@ -25,6 +25,10 @@ class ParamsError(ValueError):
     """A parameter file is wrong; the message names the key and the file."""
 
 
+class MachineError(RuntimeError):
+    """The parameter set cannot run on this machine (e.g. a GPU set without a GPU)."""
+
+
 @dataclass(frozen=True)
 class Params:
     # --- identity and machine ---
@@ -222,12 +226,12 @@ def resolve_device(p: Params) -> str:
     has_cuda = torch.cuda.is_available()
     forced = os.environ.get("MEMAUDIT_ALLOW_CPU", "") not in ("", "0")
     if p.requires_gpu and not has_cuda and not forced:
-        raise RuntimeError(
+        raise MachineError(
             f"parameter set '{p.name}' is meant for GPUs (requires_gpu: true) and no CUDA device is present; "
             "it would run for weeks on CPU. Use a CPU set (quick, smoke) or force it with MEMAUDIT_ALLOW_CPU=1."
         )
     if p.device == "cuda" and not has_cuda:
-        raise RuntimeError(f"parameter set '{p.name}' asks for device: cuda and no CUDA device is present")
+        raise MachineError(f"parameter set '{p.name}' asks for device: cuda and no CUDA device is present")
     if p.device == "auto":
         return "cuda" if has_cuda else "cpu"
     return p.device

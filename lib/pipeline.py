@@ -78,10 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     try:
         execute(args.params, args.notebook)
-    except (params_mod.ParamsError, RuntimeError) as e:
-        if isinstance(e, params_mod.ParamsError) or "GPU" in str(e) or "CUDA" in str(e):
-            sys.exit(f"error: {e}")
-        raise
+    except (params_mod.ParamsError, params_mod.MachineError) as e:
+        sys.exit(f"error: {e}")  # one line, before any work
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ ENV_STAMP := .venv/.installed
 endif
 # The FFCV backend is installed when its system libraries are present (see README).
 EXTRAS := dev$(shell pkg-config --exists libturbojpeg opencv4 2>/dev/null && echo ,ffcv)
-# On the project's shared machines the re-split CIFAR-100 lies next to the checkout.
-SHARED_DATA := $(abspath ../shared/data/cifar100-resplit)
-export CIFAR_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/cifar-100-python/train),$(SHARED_DATA),)
-export MEMAUDIT_REFERENCE_DIR ?= $(if $(wildcard ../shared/data/reference/*.npz),$(abspath ../shared/data/reference),)
+# On the project's shared machines CIFAR-100 in its official order is built from ../shared/data into
+# data/ (the default data folder) unless CIFAR_DATA_DIR names another; elsewhere lib/data.py downloads
+# the official archive (md5-checked).
+SHARED_DATA := $(abspath ../shared/data)
+OFFICIAL_CIFAR := $(if $(and $(wildcard $(SHARED_DATA)/cifar100/build.py),$(if $(CIFAR_DATA_DIR),,1)),data/cifar-100-python/train)
+export MEMAUDIT_REFERENCE_DIR ?= $(if $(wildcard $(SHARED_DATA)/reference/*.npz),$(SHARED_DATA)/reference,)
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 RUN := runs/$(PARAMS)
@@ -38,15 +40,25 @@ env: $(ENV_STAMP)
 	.venv/bin/python -m ipykernel install --sys-prefix --name memaudit --display-name "memaudit (project)"
 	touch $@
 
-# Each executed notebook depends on its source, the parameter file, the library and the
-# previous step's executed notebook: a step reruns only when one of those changed.
+# CIFAR-100 in its official order, rebuilt from the shared re-split copy (checked by content digests).
+$(OFFICIAL_CIFAR): | $(ENV_STAMP)
+	$(PY) $(SHARED_DATA)/cifar100/build.py data
+
+# Which lib modules each notebook uses (its imports, followed through lib; scripts/nbdeps.py).
+DEPS_MK := runs/.deps.mk
+$(DEPS_MK): $(NOTEBOOKS) $(LIB) scripts/nbdeps.py
+	@mkdir -p $(dir $@) && python3 scripts/nbdeps.py $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
+-include $(DEPS_MK)
+
+# Each executed notebook depends on its source, the parameter file, the lib modules it uses and
+# the previous step's executed notebook: a step reruns only when one of those changed.
 define STEP
-$(RUN)/$(notdir $(1)): $(1) params/$(PARAMS).yaml $(LIB) $(2) | $(ENV_STAMP)
+$(RUN)/$(notdir $(1)): $(1) params/$(PARAMS).yaml $$(DEPS_$(notdir $(1))) $(2) | $(ENV_STAMP) $(OFFICIAL_CIFAR)
 	$(PY) -m lib.pipeline $(PARAMS) $(1)
 endef
 $(foreach i,$(shell seq 1 $(words $(NOTEBOOKS))),$(eval $(call STEP,$(word $(i),$(NOTEBOOKS)),$(if $(filter 1,$(i)),,$(RUN)/$(notdir $(word $(shell expr $(i) - 1),$(NOTEBOOKS)))))))
 
-test: $(ENV_STAMP)
+test: $(ENV_STAMP) | $(OFFICIAL_CIFAR)
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && { echo "pytest collected no tests"; exit 1; }; exit $$rc
 
 lab: $(ENV_STAMP)

@@ -96,7 +96,7 @@ def main() -> None:
 
     # correctness checks on the same run (not timed): planted pairs on top, sample agrees with the loop
     planted = set(zip(planted_tr.tolist(), planted_tt.tolist()))
-    found = set(zip(inf.tr_idx.tolist(), inf.tt_idx.tolist()))
+    found = set(zip(inf.train_idx.tolist(), inf.test_idx.tolist()))
     top1_ok = (inf.top_idx[planted_tt, 0] == planted_tr).mean()
     agree = np.abs(inf.top_infl[tt, rank] - loop_vals).max()
 

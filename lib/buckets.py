@@ -13,20 +13,15 @@ high-influence pairs (the memorized points) and ciFAIR's duplicate list.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from . import subpop
+from .cifair import KIND_OF_JUDGMENT
 
 CAUSES = ("exact", "near", "subpop")  # precedence: a point with several causes gets the first
-
-# ciFAIR's Judgment column -> our duplicate kind. 0 exact and 1 near-duplicate are the paper's
-# "exact or near duplicates"; 2 "very similar" (same object, other shot) is a near duplicate for
-# ciFAIR (it replaced all three), so it is one here too. `from_reference` takes another mapping.
-CIFAIR_KINDS = {0: "exact", 1: "near", 2: "near"}
 
 
 @dataclass(frozen=True)
@@ -39,17 +34,6 @@ class Buckets:
     influenced_test_idx_memorized: np.ndarray   # int64 sorted test indices a Memorized-bucket point influences
     duplicate_test_idx: np.ndarray              # int64 sorted test points duplicating a memorized train point
 
-    def save(self, path: Path | str) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **{f.name: getattr(self, f.name) for f in fields(self)})
-        return path
-
-    @classmethod
-    def load(cls, path: Path | str) -> "Buckets":
-        with np.load(path) as z:
-            return cls(**{f.name: z[f.name] for f in fields(cls)})
-
     def of_cause(self, cause: str) -> np.ndarray:
         return self.leakage_shift_idx[self.cause == cause]
 
@@ -59,23 +43,24 @@ def _sorted_unique(a) -> np.ndarray:
 
 
 def confirmed_duplicates(dups: pd.DataFrame) -> pd.DataFrame:
-    """Rows of a duplicates.csv table that count downstream (final == True), kind folded to exact|near.
+    """Rows of a duplicates table that count downstream (final == True), kind folded to exact|near.
 
     Any confirmed kind other than "exact" (near, review, very_similar) is a near duplicate.
     """
-    final = subpop.as_bool(dups["final"])
-    out = dups.loc[final, ["train_idx", "test_idx", "kind"]].copy()
+    if not pd.api.types.is_bool_dtype(dups["final"]):
+        raise TypeError("duplicates: column 'final' must be bool (read the table with RunFolder.read_duplicates)")
+    out = dups.loc[dups["final"], ["train_idx", "test_idx", "kind"]].copy()
     out["kind"] = np.where(out["kind"].eq("exact"), "exact", "near")
     return out.astype({"train_idx": np.int64, "test_idx": np.int64}).reset_index(drop=True)
 
 
-def assign(*, memorized_idx, dup_train_idx, dup_test_idx, dup_kind, subpop_train_idx, pair_tr_idx,
-           pair_tt_idx) -> Buckets:
+def assign(*, memorized_idx, dup_train_idx, dup_test_idx, dup_kind, subpop_train_idx, pair_train_idx,
+           pair_test_idx) -> Buckets:
     """Split the memorized points into the two buckets.
 
     dup_train_idx, dup_test_idx, dup_kind: confirmed duplicate pairs (kind "exact" or "near");
     pairs whose train point is not memorized are ignored. subpop_train_idx: train points of the
-    confirmed groups (all must be memorized). pair_tr_idx, pair_tt_idx: the high-influence pairs,
+    confirmed groups (all must be memorized). pair_train_idx, pair_test_idx: the high-influence pairs,
     for the test points each bucket influences.
     """
     mem = _sorted_unique(memorized_idx)
@@ -99,7 +84,7 @@ def assign(*, memorized_idx, dup_train_idx, dup_test_idx, dup_kind, subpop_train
         taken = np.union1d(taken, new)
     ls_idx, ls_cause = np.concatenate(ls_idx), np.concatenate(ls_cause)
     order = np.argsort(ls_idx)
-    pair_tr, pair_tt = np.asarray(pair_tr_idx, np.int64), np.asarray(pair_tt_idx, np.int64)
+    pair_tr, pair_tt = np.asarray(pair_train_idx, np.int64), np.asarray(pair_test_idx, np.int64)
     rest = np.setdiff1d(mem, ls_idx)
     return Buckets(
         memorized_idx=mem, leakage_shift_idx=ls_idx[order], cause=ls_cause[order].astype(str),
@@ -110,13 +95,13 @@ def assign(*, memorized_idx, dup_train_idx, dup_test_idx, dup_kind, subpop_train
     )
 
 
-def summary(b: Buckets, *, mem: np.ndarray, pair_tr_idx, pair_tt_idx) -> pd.DataFrame:
+def summary(b: Buckets, *, mem: np.ndarray, pair_train_idx, pair_test_idx) -> pd.DataFrame:
     """Per bucket and cause: points, mean memorization score, high-influence pairs, test points influenced.
 
     mem: (n_train,) memorization score by train index.
     """
     mem = np.asarray(mem, np.float64)
-    pair_tr, pair_tt = np.asarray(pair_tr_idx, np.int64), np.asarray(pair_tt_idx, np.int64)
+    pair_tr, pair_tt = np.asarray(pair_train_idx, np.int64), np.asarray(pair_test_idx, np.int64)
     parts = [(f"Leakage+Shift: {c}", b.of_cause(c)) for c in CAUSES]
     parts += [("Leakage+Shift", b.leakage_shift_idx), ("Memorized", b.memorized_bucket_idx),
               ("all memorized", b.memorized_idx)]
@@ -130,50 +115,40 @@ def summary(b: Buckets, *, mem: np.ndarray, pair_tr_idx, pair_tt_idx) -> pd.Data
 
 # ---------------------------------------------------------------- reference mode: released files only
 
-def mem_by_train(*, tr_idx, mem, n_train: int) -> np.ndarray:
-    """(n_train,) float64 memorization score from FZ-format pairs (0 where a point has no pair)."""
-    out = np.zeros(n_train, np.float64)
-    out[np.asarray(tr_idx, np.int64)] = np.asarray(mem, np.float64)
-    return out
-
-
-def cifair_duplicates(cifair: pd.DataFrame, *, kinds: dict[int, str] = CIFAIR_KINDS) -> pd.DataFrame:
-    """ciFAIR's TestID,TrainID,Distance,Judgment table as confirmed pairs train_idx, test_idx, kind.
-
-    Judgments missing from `kinds` are dropped.
-    """
-    keep = cifair["Judgment"].isin(list(kinds))
-    return pd.DataFrame({"train_idx": cifair.loc[keep, "TrainID"].to_numpy(np.int64),
-                         "test_idx": cifair.loc[keep, "TestID"].to_numpy(np.int64),
-                         "kind": cifair.loc[keep, "Judgment"].map(kinds).to_numpy(str)})
+def cifair_duplicates(cifair: pd.DataFrame, *, kinds: dict[int, str] = KIND_OF_JUDGMENT) -> pd.DataFrame:
+    """ciFAIR's list (cifair.read_list) as confirmed pairs train_idx, test_idx, kind; judgments not in kinds dropped."""
+    keep = cifair["judgment"].isin(list(kinds))
+    return pd.DataFrame({"train_idx": cifair.loc[keep, "train_idx"].to_numpy(np.int64),
+                         "test_idx": cifair.loc[keep, "test_idx"].to_numpy(np.int64),
+                         "kind": cifair.loc[keep, "judgment"].map(kinds).to_numpy(str)})
 
 
 def reference_groups(*, pairs, train_labels: np.ndarray, min_train: int) -> pd.DataFrame:
-    """Sub-population groups of FZ's released pairs; their memorized set is the unique tr_idx.
+    """Sub-population groups of FZ's released pairs (fz_format.Pairs); their memorized set is the pairs' train side.
 
     train_labels: (50000,) official CIFAR-100 train labels (for the groups' classes).
     """
-    return subpop.find_groups(tr_idx=pairs["tr_idx"], tt_idx=pairs["tt_idx"], infl=pairs["infl"],
-                              memorized_idx=np.unique(pairs["tr_idx"]), y_train=train_labels, min_train=min_train)
+    return subpop.find_groups(train_idx=pairs.train_idx, test_idx=pairs.test_idx, infl=pairs.infl,
+                              memorized_idx=np.unique(pairs.train_idx), y_train=train_labels, min_train=min_train)
 
 
 def from_reference(*, pairs, cifair: pd.DataFrame, groups: pd.DataFrame,
-                   kinds: dict[int, str] = CIFAIR_KINDS) -> Buckets:
-    """Buckets from FZ's released pairs and ciFAIR's list alone (official indices).
+                   kinds: dict[int, str] = KIND_OF_JUDGMENT) -> Buckets:
+    """Buckets from FZ's released pairs (fz_format.Pairs) and ciFAIR's list (cifair.read_list) alone.
 
-    pairs: mapping with tr_idx, tt_idx (FZ's npz). groups: reference_groups(...), after any
-    reviewer merge (a `final` column overrides the automatic verdicts).
+    groups: reference_groups(...), after any reviewer merge (a `final` column overrides the
+    automatic verdicts).
     """
-    tr, tt = np.asarray(pairs["tr_idx"], np.int64), np.asarray(pairs["tt_idx"], np.int64)
     dups = cifair_duplicates(cifair, kinds=kinds)
-    return assign(memorized_idx=np.unique(tr), dup_train_idx=dups["train_idx"], dup_test_idx=dups["test_idx"],
-                  dup_kind=dups["kind"], subpop_train_idx=subpop.confirmed_train_idx(groups),
-                  pair_tr_idx=tr, pair_tt_idx=tt)
+    return assign(memorized_idx=np.unique(pairs.train_idx), dup_train_idx=dups["train_idx"],
+                  dup_test_idx=dups["test_idx"], dup_kind=dups["kind"],
+                  subpop_train_idx=subpop.confirmed_train_idx(groups),
+                  pair_train_idx=pairs.train_idx, pair_test_idx=pairs.test_idx)
 
 
 def count_table(*, pairs, groups: pd.DataFrame, b: Buckets) -> dict[str, int]:
     """Counts in stated units: unique points, or high-influence pairs (FZ's file lists pairs)."""
-    tr, tt = np.asarray(pairs["tr_idx"], np.int64), np.asarray(pairs["tt_idx"], np.int64)
+    tr, tt = np.asarray(pairs.train_idx, np.int64), np.asarray(pairs.test_idx, np.int64)
     out = {"high-influence pairs": len(tr), "unique train points in pairs": len(np.unique(tr)),
            "unique test points in pairs": len(np.unique(tt)), "memorized points": len(b.memorized_idx),
            "groups (graph rule)": len(groups), "groups confirmed": int(subpop.confirmed_mask(groups).sum()),
@@ -224,9 +199,48 @@ def paper_comparison(variants: dict[str, tuple[dict[str, int], pd.DataFrame]]) -
     return pd.DataFrame(rows)
 
 
-def markdown(df: pd.DataFrame) -> str:
-    """A pipe table (no extra dependency)."""
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+def reference_variants(*, pairs, cifair: pd.DataFrame, train_labels: np.ndarray, min_train: int,
+                       review_file=None) -> dict[str, tuple[dict[str, int], pd.DataFrame, Buckets]]:
+    """The buckets rebuilt straight from the released files, with and without ciFAIR's judgment 2.
+
+    pairs: FZ's released pairs (fz_format.Pairs); cifair: cifair.read_list(...); review_file:
+    the run's groups review file (its decisions apply here too). Returns
+    name -> (count_table, summary, Buckets) for "ciFAIR 0+1" and "ciFAIR 0+1+2".
+    """
+    from . import fz_format, review
+
+    mem = fz_format.scores_from_pairs(pairs, n_train=len(train_labels)).mem
+    groups = reference_groups(pairs=pairs, train_labels=train_labels, min_train=min_train)
+    groups = review.merge(groups, keys=["group_id"], review_file=review_file)
+    out = {}
+    for name, kinds in [("ciFAIR 0+1", {0: "exact", 1: "near"}), ("ciFAIR 0+1+2", KIND_OF_JUDGMENT)]:
+        b = from_reference(pairs=pairs, cifair=cifair, groups=groups, kinds=kinds)
+        out[name] = (count_table(pairs=pairs, groups=groups, b=b),
+                     summary(b, mem=mem, pair_train_idx=pairs.train_idx, pair_test_idx=pairs.test_idx), b)
+    return out
+
+
+def same_buckets(a: Buckets, b: Buckets) -> bool:
+    """Same Leakage+Shift points with the same causes."""
+    return np.array_equal(a.leakage_shift_idx, b.leakage_shift_idx) and np.array_equal(a.cause, b.cause)
+
+
+def reference_notes(*, with_2: dict[str, int], without_2: dict[str, int]) -> list[str]:
+    """What the reference comparison shows, in sentences built from the counts (ciFAIR 0+1+2 and 0+1)."""
+    c, c01 = with_2, without_2
+    return [
+        f"- FZ's released file holds {c['high-influence pairs']} high-influence pairs over "
+        f"{c['unique train points in pairs']} unique train points and {c['unique test points in pairs']} unique "
+        "test points. The paper's '1,015 memorized points' is the number of pairs, not of points; since 119 + 158 "
+        "+ 239 + 499 = 1,015, its split is presumably of pairs, or mixes units. Both units are given above.",
+        f"- Duplicates: ciFAIR lists at least {c01['bucket points: exact']} exact and {c01['bucket points: near']} "
+        "near-duplicate memorized points (judgments 0, 1; ciFAIR lists one train partner per test image, so these "
+        f"are lower bounds); judgment 2 ('very similar') adds {c['bucket points: near'] - c01['bucket points: near']} "
+        "more near points. Against the paper's 119 + 158 = 277, ciFAIR's manually judged list confirms far fewer; "
+        "the paper's own duplicate search (its Figure 1) presumably used a looser notion of near duplicate.",
+        f"- Sub-populations: the graph rule (two or more memorized points sharing an influenced test point) gives "
+        f"{c['groups (graph rule)']} groups holding {c['train points in confirmed groups']} train points "
+        f"({c['bucket points: subpop']} once duplicates take precedence). The paper reports 239; its visual check "
+        "can only remove points, so FZ's released pairs and the stated rule do not reproduce that number exactly.",
+        "- Mean memorization: the paper reports 83% (Memorized) vs 74% (Leakage+Shift); see the two last rows.",
+    ]

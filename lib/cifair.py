@@ -7,7 +7,7 @@ ciFAIR replaced all three classes in its test set; we keep their judgment as our
 0 -> exact, 1 and 2 -> near (both with verdict confirm, since a person judged them).
 
 Anything that puts these indices next to images needs the official copy: `compare`
-and `as_duplicates(..., ds=...)` call data.require_official first.
+calls data.require_official first; `duplicates_table` is given images only on an official copy.
 """
 from __future__ import annotations
 
@@ -84,23 +84,32 @@ def compare(*, ds: data.Cifar, cifair: pd.DataFrame, found: pd.DataFrame) -> pd.
     return pd.DataFrame(rows)
 
 
-def as_duplicates(cifair: pd.DataFrame, *, y_train: np.ndarray | None, y_test: np.ndarray | None,
-                  memorized_idx: np.ndarray) -> pd.DataFrame:
-    """ciFAIR's list in the duplicates.csv layout (before review columns).
+def duplicates_table(*, cifair: pd.DataFrame, finder: pd.DataFrame | None, score_fn=None) -> pd.DataFrame:
+    """ciFAIR's pairs joined with the finder's into one table of flagged (train, test) pairs (official indices).
 
-    kind from KIND_OF_JUDGMENT, verdict confirm (a person judged every listed pair), score NaN
-    (no image comparison was made: the caller fills it in on an official copy). Labels come
-    from y_train / y_test (official order) when given, else -1 (unknown: the images at these
-    official indices are not available).
+    cifair: read_list(...). finder: the finder's flagged pairs (train_idx, test_idx, kind, score,
+    verdict), or None when no image search was possible (not the official copy).
+    score_fn(pairs (n, 2) [test, train]) -> (n,) scores: the finder's score of given pairs, to
+    score ciFAIR's pairs on the images (None: NaN).
+    Rows: every ciFAIR pair, with kind KIND_OF_JUDGMENT[judgment] and verdict confirm (a person
+    judged it), turned to kind "exact" when the finder found the two byte-identical; then every
+    finder pair ciFAIR does not list, with the finder's kind and verdict. Columns: train_idx,
+    test_idx, kind, score, verdict, source (cifair | finder), judgment (-1 for finder-only rows),
+    finder_kind (the finder's own verdict on the pair: exact | near | review | none).
     """
-    tr = cifair["train_idx"].to_numpy(np.int64)
-    te = cifair["test_idx"].to_numpy(np.int64)
-    return pd.DataFrame({
-        "train_idx": tr, "test_idx": te,
-        "train_label": y_train[tr] if y_train is not None else np.full(len(tr), -1, np.int64),
-        "test_label": y_test[te] if y_test is not None else np.full(len(te), -1, np.int64),
-        "kind": cifair["judgment"].map(KIND_OF_JUDGMENT).to_numpy(),
-        "score": np.full(len(tr), np.nan),
-        "memorized": np.isin(tr, np.asarray(memorized_idx, np.int64)),
-        "verdict": "confirm",
-    })
+    tr, te = cifair["train_idx"].to_numpy(np.int64), cifair["test_idx"].to_numpy(np.int64)
+    listed = pd.DataFrame({"train_idx": tr, "test_idx": te, "kind": cifair["judgment"].map(KIND_OF_JUDGMENT).to_numpy(),
+                           "score": np.full(len(tr), np.nan), "verdict": "confirm", "source": "cifair",
+                           "judgment": cifair["judgment"].to_numpy(np.int64), "finder_kind": "none"})
+    if finder is None:
+        return listed
+    if score_fn is not None and len(listed):
+        listed["score"] = np.asarray(score_fn(np.stack([te, tr], axis=1)), np.float64)
+    kind_of = {(a, b): k for a, b, k in zip(finder["train_idx"], finder["test_idx"], finder["kind"])}
+    listed["finder_kind"] = [kind_of.get((a, b), "none") for a, b in zip(tr, te)]
+    exact = listed["finder_kind"].eq("exact").to_numpy()
+    listed.loc[exact, ["kind", "score"]] = ["exact", 1.0]
+    keys = set(zip(tr.tolist(), te.tolist()))
+    only = finder[[(a, b) not in keys for a, b in zip(finder["train_idx"], finder["test_idx"])]]
+    only = only.assign(source="finder", judgment=-1, finder_kind=only["kind"])
+    return pd.concat([listed, only[listed.columns]], ignore_index=True)

@@ -7,13 +7,11 @@ FZ publish (pluskid.github.io/influence-memorization) for CIFAR-100, on official
                                                   and per class c: tr_classidx_{c}, tt_classidx_{c} (official
                                                   indices of the class) and infl_matrix_class{c}
                                                   (n_train_c, n_test_c) influence within the class
-Our notebook 02 writes its pairs in the same format, so either source feeds the rest.
+Our notebook 02 writes its pairs in the same format, so either source feeds the rest. In
+memory (`Pairs`) the index fields are train_idx / test_idx; FZ's names tr_idx / tt_idx exist
+only in the files.
 Their indices only mean something on the official dataset: the loaders that join them
 with images take the dataset and refuse a copy that is not the official one.
-
-The run folder runs/<name>/memorization/ (see the team contract) holds:
-  scores.npz (mem, se, n_in, n_out, estimable), high_infl_pairs.npz (FZ's pair format),
-  memorized_idx.npy (int64 sorted), top_influencers.npz (idx, infl (n_test, K)).
 """
 from __future__ import annotations
 
@@ -25,7 +23,9 @@ import numpy as np
 from . import data, reference
 from .memorization import Influence, Scores
 
-PAIR_DTYPES = {"tr_idx": np.int64, "tt_idx": np.int64, "infl": np.float64, "mem": np.float64}
+PAIR_DTYPES = {"train_idx": np.int64, "test_idx": np.int64, "infl": np.float64, "mem": np.float64}
+# FZ's key in the npz file -> our field name (FZ's names live only at this file-format boundary)
+FZ_KEYS = {"tr_idx": "train_idx", "tt_idx": "test_idx", "infl": "infl", "mem": "mem"}
 CIFAR100_SIZES = (50000, 10000)  # official train / test examples: the range of FZ's indices
 
 
@@ -36,13 +36,13 @@ class FormatError(ValueError):
 # ---------------------------------------------------------------- high-influence pairs
 @dataclass(frozen=True)
 class Pairs:
-    tr_idx: np.ndarray  # (n_pairs,) int64 train index
-    tt_idx: np.ndarray  # (n_pairs,) int64 test index
+    train_idx: np.ndarray  # (n_pairs,) int64 train index (FZ's file: tr_idx)
+    test_idx: np.ndarray   # (n_pairs,) int64 test index (FZ's file: tt_idx)
     infl: np.ndarray    # (n_pairs,) float64 influence of the train on the test example
     mem: np.ndarray     # (n_pairs,) float64 memorization score of the train example
 
     def __post_init__(self) -> None:
-        n = len(np.asarray(self.tr_idx))
+        n = len(np.asarray(self.train_idx))
         for key, dtype in PAIR_DTYPES.items():
             a = np.asarray(getattr(self, key))
             if a.ndim != 1 or len(a) != n:
@@ -50,28 +50,33 @@ class Pairs:
             if np.issubdtype(dtype, np.integer) and len(a) and not np.issubdtype(a.dtype, np.integer):
                 raise FormatError(f"pairs: '{key}' must hold integers, got {a.dtype}")
             object.__setattr__(self, key, a.astype(dtype, copy=False))
-        if n and (self.tr_idx.min() < 0 or self.tt_idx.min() < 0):
+        if n and (self.train_idx.min() < 0 or self.test_idx.min() < 0):
             raise FormatError("pairs: negative indices")
 
     def __len__(self) -> int:
-        return len(self.tr_idx)
+        return len(self.train_idx)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in PAIR_DTYPES}
 
+    @property
+    def memorized_idx(self) -> np.ndarray:
+        """Sorted unique train indices: the memorized points of the pairs (FZ's '1,015' are pairs, not points)."""
+        return np.unique(self.train_idx)
+
     def summary(self) -> dict[str, int]:
         """Pairs vs unique points: FZ's '1,015' counts pairs, not training images."""
-        return {"pairs": len(self), "unique train points": len(np.unique(self.tr_idx)),
-                "unique test points": len(np.unique(self.tt_idx))}
+        return {"pairs": len(self), "unique train points": len(np.unique(self.train_idx)),
+                "unique test points": len(np.unique(self.test_idx))}
 
 
 def read_pairs(path: Path | str) -> Pairs:
     """FZ's high-influence pairs file (or ours): keys tr_idx, tt_idx, infl, mem."""
-    with np.load(path) as f:
-        missing = sorted(set(PAIR_DTYPES) - set(f.files))
+    with np.load(path, allow_pickle=False) as f:
+        missing = sorted(set(FZ_KEYS) - set(f.files))
         if missing:
             raise FormatError(f"{path}: not an FZ pairs file, lacks {missing} (has {sorted(f.files)})")
-        return Pairs(**{k: f[k] for k in PAIR_DTYPES})
+        return Pairs(**{ours: f[theirs] for theirs, ours in FZ_KEYS.items()})
 
 
 def write_pairs(path: Path | str, pairs: Pairs) -> Path:
@@ -79,16 +84,16 @@ def write_pairs(path: Path | str, pairs: Pairs) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:  # a file object: np.savez would otherwise append .npz to odd names
-        np.savez(f, **pairs.arrays())
+        np.savez(f, **{theirs: getattr(pairs, ours) for theirs, ours in FZ_KEYS.items()})
     return path
 
 
 def check_pairs_on(ds: data.Cifar, pairs: Pairs, *, what: str) -> None:
     """Refuse to join official-index pairs with `ds` unless it is the official full dataset."""
     data.require_official(ds, what)
-    if len(pairs) and (pairs.tr_idx.max() >= len(ds.y_train) or pairs.tt_idx.max() >= len(ds.y_test)):
+    if len(pairs) and (pairs.train_idx.max() >= len(ds.y_train) or pairs.test_idx.max() >= len(ds.y_test)):
         raise FormatError(f"{what}: indices beyond the {len(ds.y_train)} train / {len(ds.y_test)} test images")
-    differ = ds.y_train[pairs.tr_idx] != ds.y_test[pairs.tt_idx]
+    differ = ds.y_train[pairs.train_idx] != ds.y_test[pairs.test_idx]
     if differ.any():  # FZ's pairs are same-class by construction
         raise data.DataError(f"{what}: {int(differ.sum())} pairs join images of different classes; "
                              "the dataset order is not the one the indices refer to")
@@ -101,7 +106,7 @@ def load_released_pairs(*, ds: data.Cifar | None = None, reference_dir: str = ""
     full CIFAR-100, else DataError. Counting pairs needs no dataset.
     """
     pairs = read_pairs(reference.fetch("fz_pairs_cifar100", reference_dir=reference_dir, download=download))
-    if len(pairs) and (pairs.tr_idx.max() >= CIFAR100_SIZES[0] or pairs.tt_idx.max() >= CIFAR100_SIZES[1]):
+    if len(pairs) and (pairs.train_idx.max() >= CIFAR100_SIZES[0] or pairs.test_idx.max() >= CIFAR100_SIZES[1]):
         raise FormatError("FZ's released pairs: indices beyond CIFAR-100's 50,000 train / 10,000 test images")
     if ds is not None:
         check_pairs_on(ds, pairs, what="FZ's released high-influence pairs")
@@ -115,8 +120,8 @@ def scores_from_pairs(pairs: Pairs, *, n_train: int) -> Scores:
     """
     mem = np.zeros(n_train, np.float32)
     estimable = np.zeros(n_train, bool)
-    mem[pairs.tr_idx] = pairs.mem  # one score per train point, repeated on each of its pairs
-    estimable[pairs.tr_idx] = True
+    mem[pairs.train_idx] = pairs.mem  # one score per train point, repeated on each of its pairs
+    estimable[pairs.train_idx] = True
     zeros = np.zeros(n_train, np.int32)
     return Scores(mem=mem, se=np.zeros(n_train, np.float32), n_in=zeros, n_out=zeros.copy(), estimable=estimable)
 
@@ -137,7 +142,7 @@ class InflMatrix:
         for c in sorted(self.infl):
             tr_c, tt_c = self.tr_classidx[c], self.tt_classidx[c]
             r, t = np.nonzero((self.infl[c] >= infl_threshold) & (self.tr_mem[tr_c] >= mem_threshold)[:, None])
-            out["tr_idx"].append(tr_c[r]), out["tt_idx"].append(tt_c[t])
+            out["train_idx"].append(tr_c[r]), out["test_idx"].append(tt_c[t])
             out["infl"].append(self.infl[c][r, t]), out["mem"].append(self.tr_mem[tr_c[r]])
         return Pairs(**{k: np.concatenate(v) if v else np.zeros(0, PAIR_DTYPES[k]) for k, v in out.items()})
 
@@ -187,34 +192,3 @@ def load_released_infl_matrix(*, ds: data.Cifar | None = None, reference_dir: st
                                                                                         ds.y_test):
             raise data.DataError("FZ's released influence matrices: labels differ from the dataset's")
     return m
-
-
-# ---------------------------------------------------------------- the run folder's memorization/
-def write_run_outputs(folder: Path | str, *, scores: Scores, pairs: Pairs, memorized_idx: np.ndarray,
-                      top: Influence | None, n_test: int) -> dict[str, Path]:
-    """runs/<name>/memorization/: scores.npz, high_infl_pairs.npz, memorized_idx.npy, top_influencers.npz.
-
-    top: None in reference mode (FZ's pairs file has no per-test ranking): top_influencers.npz
-    then holds (n_test, 0) arrays, so a reader sees that no ranking exists.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {name: folder / name for name in
-             ("scores.npz", "high_infl_pairs.npz", "memorized_idx.npy", "top_influencers.npz")}
-    np.savez(paths["scores.npz"], **scores.arrays())
-    write_pairs(paths["high_infl_pairs.npz"], pairs)
-    np.save(paths["memorized_idx.npy"], np.unique(np.asarray(memorized_idx, np.int64)))
-    if top is None:
-        idx, infl = np.zeros((n_test, 0), np.int64), np.zeros((n_test, 0), np.float32)
-    else:
-        if len(top.top_idx) != n_test:
-            raise ValueError(f"top influencers cover {len(top.top_idx)} test examples, expected {n_test}")
-        idx, infl = top.top_idx.astype(np.int64), top.top_infl.astype(np.float32)
-    np.savez(paths["top_influencers.npz"], idx=idx, infl=infl)
-    return paths
-
-
-def read_scores(path: Path | str) -> Scores:
-    """A run's scores.npz."""
-    with np.load(path) as f:
-        return Scores(mem=f["mem"], se=f["se"], n_in=f["n_in"], n_out=f["n_out"], estimable=f["estimable"])

@@ -49,8 +49,8 @@ class Scores:
 class Influence:
     top_idx: np.ndarray    # (n_test, top_k) int64 train index, strongest first; -1 where fewer were estimable
     top_infl: np.ndarray   # (n_test, top_k) float32 their influence; 0 where top_idx is -1
-    tr_idx: np.ndarray     # (n_pairs,) int64 train index of each pair passing the thresholds
-    tt_idx: np.ndarray     # (n_pairs,) int64 test index
+    train_idx: np.ndarray     # (n_pairs,) int64 train index of each pair passing the thresholds
+    test_idx: np.ndarray     # (n_pairs,) int64 test index
     infl: np.ndarray       # (n_pairs,) float64 influence of the pair, exact from the model counts
 
 
@@ -165,7 +165,7 @@ def influence(*, masks: np.ndarray, test_correct: np.ndarray, top_k: int, block:
     k = min(top_k, n_train)
     best_infl = torch.full((n_test, k), float("-inf"))  # running top-k, (n_test, k)
     best_idx = torch.full((n_test, k), -1, dtype=torch.int64)
-    pairs_tr, pairs_tt, pairs_infl = [], [], []
+    pairs_train, pairs_test, pairs_infl = [], [], []
     starts = range(0, n_train, block)
     if progress:
         from tqdm.auto import tqdm
@@ -207,27 +207,27 @@ def influence(*, masks: np.ndarray, test_correct: np.ndarray, top_k: int, block:
             exact, _, _ = difference_of_proportions(hits_in=hits_in_p, n_in=n_in_p, hits_out=all_p - hits_in_p,
                                                     n_out=n_out_p)
             sel = exact >= infl_threshold
-            pairs_tr.append(tr[sel]), pairs_tt.append(tt[sel]), pairs_infl.append(exact[sel])
+            pairs_train.append(tr[sel]), pairs_test.append(tt[sel]), pairs_infl.append(exact[sel])
 
     missing = torch.isinf(best_infl)  # fewer than k estimable train examples
     best_idx[missing] = -1
     best_infl[missing] = 0.0
     cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
     return Influence(top_idx=best_idx.numpy().astype(np.int64), top_infl=best_infl.numpy().astype(np.float32),
-                     tr_idx=cat(pairs_tr, np.int64), tt_idx=cat(pairs_tt, np.int64), infl=cat(pairs_infl, np.float64))
+                     train_idx=cat(pairs_train, np.int64), test_idx=cat(pairs_test, np.int64), infl=cat(pairs_infl, np.float64))
 
 
-def high_influence_pairs(*, tr_idx: np.ndarray, tt_idx: np.ndarray, infl: np.ndarray, scores: Scores,
+def high_influence_pairs(*, train_idx: np.ndarray, test_idx: np.ndarray, infl: np.ndarray, scores: Scores,
                          train_labels: np.ndarray, test_labels: np.ndarray, mem_threshold: float,
                          infl_threshold: float) -> dict[str, np.ndarray]:
     """FZ's high-influence pairs: mem >= mem_threshold (estimable), infl >= infl_threshold, same class.
 
-    Returns FZ's format, strongest influence first: tr_idx, tt_idx (int64), infl, mem (float64).
+    Returns FZ's format, strongest influence first: train_idx, test_idx (int64), infl, mem (float64).
     """
-    tr_idx, tt_idx = np.asarray(tr_idx, np.int64), np.asarray(tt_idx, np.int64)
+    train_idx, test_idx = np.asarray(train_idx, np.int64), np.asarray(test_idx, np.int64)
     infl = np.asarray(infl, np.float64)
-    keep = ((infl >= infl_threshold) & scores.estimable[tr_idx] & (scores.mem[tr_idx] >= mem_threshold)
-            & (np.asarray(train_labels)[tr_idx] == np.asarray(test_labels)[tt_idx]))
-    order = np.lexsort((tt_idx[keep], tr_idx[keep], -infl[keep]))  # by infl descending, ties by index
-    tr, tt, val = tr_idx[keep][order], tt_idx[keep][order], infl[keep][order]
-    return dict(tr_idx=tr, tt_idx=tt, infl=val, mem=scores.mem[tr].astype(np.float64))
+    keep = ((infl >= infl_threshold) & scores.estimable[train_idx] & (scores.mem[train_idx] >= mem_threshold)
+            & (np.asarray(train_labels)[train_idx] == np.asarray(test_labels)[test_idx]))
+    order = np.lexsort((test_idx[keep], train_idx[keep], -infl[keep]))  # by infl descending, ties by index
+    tr, tt, val = train_idx[keep][order], test_idx[keep][order], infl[keep][order]
+    return dict(train_idx=tr, test_idx=tt, infl=val, mem=scores.mem[tr].astype(np.float64))

@@ -7,7 +7,6 @@ with one line naming the key and the file.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import typing
 from dataclasses import dataclass
@@ -101,22 +100,39 @@ class Params:
     def n_classes_dataset(self) -> int:
         return N_CLASSES[self.dataset]
 
+    @property
+    def full_dataset(self) -> bool:
+        """Every image of the dataset (no class subset, no per-class cap): rows are the on-disk indices."""
+        return self.classes is None and self.n_train_per_class is None and self.n_test_per_class is None
+
+    @property
+    def paper_scale(self) -> bool:
+        """Trained at the paper's scale: ResNet50 on the full CIFAR-100 for 160 epochs.
+
+        What a report's numbers may be compared with the paper's on. Reference mode with
+        retraining off trains nothing, so it is not a scale at all (its counts come from
+        the released files and are the paper's own inputs).
+        """
+        return (self.dataset == "cifar100" and self.full_dataset and self.model == "resnet50"
+                and self.epochs >= 160 and (self.retrain_epochs or self.epochs) >= 160)
+
+    @property
+    def trains(self) -> bool:
+        """Whether any model is trained: subset models (train mode) or retraining (notebook 05)."""
+        return self.mode == "train" or self.retrain
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def save(self, folder: Path | str) -> Path:
-        """Write the resolved parameters next to a run's outputs."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "params.resolved.yaml"
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return path
-
-    def digest(self, keys: typing.Iterable[str]) -> str:
-        """Stable JSON of selected keys: what a store must agree with to be resumed."""
+    def data_identity(self) -> dict:
+        """The keys that choose the training and test rows (DATA_KEYS): part of every store's signature."""
         d = self.to_dict()
-        return json.dumps({k: d[k] for k in sorted(keys)}, sort_keys=True)
+        return {k: d[k] for k in DATA_KEYS}
 
+
+# The keys that decide which images and labels a model sees (with the seed that picks capped rows).
+# A store's signature is these plus the training hyper-parameters it used (lib/train.py HParams).
+DATA_KEYS = ("dataset", "classes", "n_train_per_class", "n_test_per_class", "seed")
 
 CHOICES = {
     "device": {"auto", "cpu", "cuda"},
@@ -178,6 +194,9 @@ def _validate(p: Params, source: str) -> None:
             raise ParamsError(f"{source}: key 'classes' must list at least 2 distinct classes, got {p.classes!r}")
     if p.lr_peak_epoch > p.epochs:
         raise ParamsError(f"{source}: key 'lr_peak_epoch' ({p.lr_peak_epoch}) is after the last epoch ({p.epochs})")
+    if p.retrain_epochs is not None and p.lr_peak_epoch > p.retrain_epochs:
+        raise ParamsError(f"{source}: key 'retrain_epochs' ({p.retrain_epochs}) is before lr_peak_epoch "
+                          f"({p.lr_peak_epoch}): the retraining schedule would never reach its peak")
     if p.mode == "reference" and (p.dataset != "cifar100" or p.classes is not None or p.n_train_per_class
                                   or p.n_test_per_class):
         raise ParamsError(f"{source}: key 'mode': reference needs the full cifar100 (FZ's files use its indices)")

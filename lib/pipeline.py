@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import params as params_mod
+from .run_folder import RunFolder
 
 NOTEBOOKS = params_mod.ROOT / "notebooks"
 
@@ -27,10 +28,11 @@ def execute(params_name: str, notebook: Path, *, extra: dict | None = None) -> P
     p = params_mod.load(params_name)
     params_mod.resolve_device(p)
     notebook = Path(notebook).resolve()
-    p.run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunFolder.of(p)
+    run.root.mkdir(parents=True, exist_ok=True)
     p.fig_dir.mkdir(parents=True, exist_ok=True)
-    p.save(p.run_dir)
-    out = p.run_dir / notebook.name
+    run.write_params(p)
+    out = run.notebook(notebook.name)
     partial = out.with_suffix(".partial.ipynb")
     failed = out.with_suffix(".failed.ipynb")
     out.unlink(missing_ok=True)
@@ -59,7 +61,7 @@ def write_index(p: params_mod.Params) -> Path:
              f"train/class {p.n_train_per_class or 'all'}, model {p.model}, {p.epochs} epochs, "
              f"{p.n_subset_models} subset models, {p.n_retrain_models} models per retraining condition, "
              f"mode {p.mode}")
-    warn = "" if p.name.startswith("paper") else (
+    warn = "" if p.paper_scale or not p.trains else (
         "<p><b>Not the paper's scale.</b> Numbers here come from a reduced CPU parameter set; "
         "they show the method working and must not be compared with the paper's values.</p>")
     items = "\n".join(f'<li><a href="{html.escape(x.name)}">{html.escape(x.stem)}</a></li>' for x in pages)

@@ -99,3 +99,39 @@ def fetch(key: str, *, reference_dir: str = "", download: bool = True, timeout: 
         tmp.unlink(missing_ok=True)
         raise
     return Path(shutil.move(str(tmp), str(cache / ref.filename)))
+
+
+@dataclass(frozen=True)
+class IndexJoin:
+    """May this run's images be put next to published (official-index) files, and which labels do they carry?
+
+    The one answer every notebook uses. images: the run's row i is official index i and the
+    copy is official, so FZ's and ciFAIR's indices name these very images (grids may be drawn).
+    y_train / y_test: labels by official index (y_test None where they are not known).
+    """
+    images: bool
+    y_train: "np.ndarray"           # (n_train,) int64
+    y_test: "np.ndarray | None"     # (n_test,) int64, or None when unknown
+    reason: str                     # one sentence for the notebook to print
+
+
+def index_join(*, mode: str, ds) -> IndexJoin:
+    """How a run of `mode` on dataset `ds` (lib.data.Cifar) joins with published indices.
+
+    Train mode joins nothing published for its buckets: its rows are its own and its images
+    always show. Reference mode needs the full official copy for images; without it the
+    released files still give every count, with the official train labels from the C-score
+    release (same official order) and no test labels.
+    """
+    import numpy as np
+
+    if mode == "train":
+        return IndexJoin(True, ds.y_train, ds.y_test, "train mode: every index is a row of this run's dataset")
+    if ds.official and not ds.is_subset:
+        return IndexJoin(True, ds.y_train, ds.y_test,
+                         f"{ds.folder} is the full official {ds.dataset}: published indices name these images")
+    labels = np.load(fetch("cscores_cifar100"), allow_pickle=False)["labels"].astype(np.int64)
+    return IndexJoin(False, labels, None,
+                     f"{ds.folder} is not the full official {ds.dataset} copy: published indices name other images "
+                     "there, so no image is shown; counts come from the released files alone (train labels from "
+                     "the C-score release, test labels unknown)")

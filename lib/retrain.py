@@ -16,34 +16,31 @@ training set, seeded by (seed, condition, i)): its drop estimates the average co
 of having that many fewer examples, not the cost of one particular random set.
 Masks and training seeds are pure functions of (seed, condition name, model id), so
 any model can be retrained from its id alone. Results go to one store per condition
-under runs/<name>/utility/<condition>/ (lib/store.py: resumable, refuses a store
-made with different parameters or a different removal set).
+in the run folder's utility/<condition>/ (lib/store.py: resumable, refuses a store
+made with different parameters or a different removal set). Reading the stores back
+into tables is lib/tables.py's job.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
 from . import params as params_mod
 from . import workers as workers_mod
+from .buckets import Buckets
+from .run_folder import RunFolder
 
-# removal name -> key of its index array in runs/<name>/buckets.npz (notebook 04)
+# removal name -> the Buckets field (lib/buckets.py, notebook 04) holding the points it removes
 REMOVAL_KEYS = {
     "memorized": "memorized_idx",
     "leakage_shift": "leakage_shift_idx",
     "memorized_bucket": "memorized_bucket_idx",
 }
-
-# The keys of Params that change what a retraining model learns; a store records them.
-# Weight decay and epochs are recorded as the values used (signature), not as these keys.
-TRAIN_KEYS = ("seed", "dataset", "classes", "n_train_per_class", "n_test_per_class", "model", "width", "batch_size",
-              "lr_peak", "lr_peak_epoch", "momentum", "nesterov", "label_smoothing", "loader")
-
 
 @dataclass(frozen=True)
 class Condition:
@@ -72,18 +69,9 @@ CONDITIONS: tuple[Condition, ...] = (
 BY_NAME = {c.name: c for c in CONDITIONS}
 
 
-def load_buckets(run_dir: Path) -> dict[str, np.ndarray]:
-    """runs/<name>/buckets.npz (notebook 04) as a dict of arrays."""
-    path = Path(run_dir) / "buckets.npz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run notebook 04 (sub-populations and buckets) first")
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def removal_sets(buckets: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def removal_sets(b: Buckets) -> dict[str, np.ndarray]:
     """removal name -> sorted unique int64 run indices of the training points it removes."""
-    return {name: np.unique(np.asarray(buckets[key], np.int64)) for name, key in REMOVAL_KEYS.items()}
+    return {name: np.unique(np.asarray(getattr(b, key), np.int64)) for name, key in REMOVAL_KEYS.items()}
 
 
 def _stream(*, seed: int, condition: str, i: int, purpose: int) -> np.random.SeedSequence:
@@ -125,23 +113,21 @@ class Planned:
         return len(self.removed)
 
 
-def plan(*, P: params_mod.Params, buckets: Mapping[str, np.ndarray]) -> list[Planned]:
+def plan(*, P: params_mod.Params, buckets: Buckets) -> list[Planned]:
     """The conditions to train, in CONDITIONS order.
 
     A removal whose set is empty is left out together with its control: it would
     train the baseline again.
     """
-    if P.lr_peak_epoch > n_epochs(P):
-        raise params_mod.ParamsError(f"params/{P.name}.yaml: key 'retrain_epochs' ({n_epochs(P)}) is before "
-                                     f"lr_peak_epoch ({P.lr_peak_epoch})")
     sets = removal_sets(buckets)
+    run = RunFolder.of(P)
     out = []
     for c in CONDITIONS:
         removed = np.zeros(0, np.int64) if c.removal is None else sets[c.removal]
         if c.removal is not None and len(removed) == 0:
             continue
         out.append(Planned(c, removed, float(P.weight_decay) if c.weight_decay else 0.0,
-                           P.run_dir / "utility" / c.name))
+                           run.utility_store(c.name)))
     return out
 
 
@@ -149,12 +135,18 @@ def n_epochs(P: params_mod.Params) -> int:
     return P.retrain_epochs or P.epochs
 
 
+def hparams(*, P: params_mod.Params, planned: Planned):
+    """The training settings (train.HParams) of a condition's models: P's, with its weight decay and epochs."""
+    from .train import HParams  # torch: only where models are trained
+
+    return HParams.from_params(P, weight_decay=planned.weight_decay, epochs=n_epochs(P))
+
+
 def signature(*, P: params_mod.Params, planned: Planned) -> dict:
-    """What a condition's store must agree with to be resumed or read."""
+    """What a condition's store must agree with to be resumed or read: data rows, training settings, removal set."""
     digest = hashlib.sha1(np.ascontiguousarray(planned.removed, np.int64).tobytes()).hexdigest()
-    return {"condition": planned.condition.name, "weight_decay_used": planned.weight_decay,
-            "n_remove": planned.n_remove, "removed_sha1": digest, "epochs_used": n_epochs(P),
-            "params": P.digest(TRAIN_KEYS)}
+    return {**P.data_identity(), **dataclasses.asdict(hparams(P=P, planned=planned)),
+            "condition": planned.condition.name, "n_remove": planned.n_remove, "removed_sha1": digest}
 
 
 def open_condition(*, P: params_mod.Params, planned: Planned, n_train: int, n_test: int):
@@ -174,7 +166,7 @@ def run_condition(*, P: params_mod.Params, ds, planned: Planned, device: str, id
     from . import store, train
 
     st = open_condition(P=P, planned=planned, n_train=len(ds.y_train), n_test=len(ds.y_test))
-    hp = train.HParams.from_params(P, weight_decay=planned.weight_decay, epochs=n_epochs(P))
+    hp = hparams(P=P, planned=planned)
     name = planned.condition.name
     ids = range(P.n_retrain_models) if ids is None else ids
 
@@ -187,12 +179,7 @@ def run_condition(*, P: params_mod.Params, ds, planned: Planned, device: str, id
                                  seed=model_seed(seed=P.seed, condition=name, i=i), hp=hp, device=device,
                                  threads=1 if device == "cpu" else None)
 
-    if progress:
-        store.fill(st, ids=ids, mask_fn=mask_fn, train_fn=train_fn, desc=name)
-    else:
-        for i in st.todo(ids):
-            m = mask_fn(i)
-            st.write(i, mask=m, result=train_fn(i, m))
+    store.fill(st, ids=ids, mask_fn=mask_fn, train_fn=train_fn, desc=name, progress=progress)
     return st
 
 
@@ -206,14 +193,13 @@ def run_all(*, P: params_mod.Params, ds, planned: list[Planned], device: str, wo
     of CIFAR-100 they would name unrelated images, so that is refused.
     """
     from . import data
-    from .train import default_threads
 
     if P.mode == "reference":
         data.require_official(ds, "retraining without FZ's released memorized points")
     stores = {p.condition.name: open_condition(P=P, planned=p, n_train=len(ds.y_train), n_test=len(ds.y_test))
               for p in planned}
     todo = [(p.condition.name, i) for p in planned for i in stores[p.condition.name].todo(range(P.n_retrain_models))]
-    workers = max(1, min(default_threads() if (workers is None and device == "cpu") else (workers or 1), len(todo)))
+    workers = max(1, min(workers or workers_mod.default_workers(device, n_jobs=len(todo)), len(todo)))
     if workers == 1:
         for p in planned:
             run_condition(P=P, ds=ds, planned=p, device=device, progress=progress)
@@ -234,89 +220,6 @@ def _worker_main() -> None:
     by_name = {p.condition.name: p for p in planned}
     for name, i in jobs:
         run_condition(P=P, ds=ds, planned=by_name[name], device=device, ids=[i], progress=False)
-
-
-def eval_subsets(*, buckets: Mapping[str, np.ndarray], removal: str, n_test: int) -> dict[str, np.ndarray]:
-    """Disjoint test subsets for a removal: where its accuracy could be lost.
-
-    duplicate:  test points that duplicate a removed training point (the Memorized
-                bucket has none by construction: duplicated points go to Leakage+Shift)
-    influenced: test points strongly influenced by a removed point, not already in `duplicate`
-    other:      every remaining test point
-    The three partition range(n_test), so the overall drop is their size-weighted sum.
-    """
-    dup = np.unique(np.asarray(buckets["duplicate_test_idx"], np.int64))
-    infl_leak = np.asarray(buckets["influenced_test_idx_leakage"], np.int64)
-    infl_mem = np.asarray(buckets["influenced_test_idx_memorized"], np.int64)
-    if removal == "memorized":
-        infl = np.union1d(infl_leak, infl_mem)
-    elif removal == "leakage_shift":
-        infl = np.unique(infl_leak)
-    elif removal == "memorized_bucket":
-        dup, infl = np.zeros(0, np.int64), np.unique(infl_mem)
-    else:
-        raise ValueError(f"unknown removal {removal!r}; known: {sorted(REMOVAL_KEYS)}")
-    infl = np.setdiff1d(infl, dup)
-    other = np.setdiff1d(np.arange(n_test), np.union1d(dup, infl))
-    return {"duplicate": dup, "influenced": infl, "other": other}
-
-
-@dataclass(frozen=True)
-class Results:
-    """The completed models of one condition, read from its store."""
-    ids: np.ndarray           # (k,) int64 model ids of the completed rows
-    test_acc: np.ndarray      # (k,) float64
-    train_acc: np.ndarray     # (k,) float64, on the points each model trained on
-    test_correct: np.ndarray  # (k, n_test) bool
-    curve: np.ndarray         # (k, n_epochs) float32 test accuracy after each epoch
-    seconds: np.ndarray       # (k,) float64 training time per model
-
-
-def load_results(*, P: params_mod.Params, planned: list[Planned], n_train: int, n_test: int) -> dict[str, Results]:
-    """condition name -> Results, for every planned condition whose store exists and has completed models.
-
-    Opening a store checks its signature, so results made with other parameters or
-    another removal set are refused rather than tabled.
-    """
-    out = {}
-    for p in planned:
-        if not p.path.exists():
-            continue
-        st = open_condition(P=P, planned=p, n_train=n_train, n_test=n_test)
-        done = np.flatnonzero(np.asarray(st.completed, bool))
-        if len(done) == 0:
-            continue
-        out[p.condition.name] = Results(
-            ids=done, test_acc=np.asarray(st.test_acc[done], np.float64),
-            train_acc=np.asarray(st.train_acc[done], np.float64),
-            test_correct=np.asarray(st.test_correct[done], bool), curve=np.asarray(st.curve[done], np.float32),
-            seconds=np.asarray(st.seconds[done], np.float64))
-    return out
-
-
-def plan_table(*, planned: list[Planned]):
-    """One row per planned condition: what it removes, with which weight decay, against which baseline."""
-    import pandas as pd
-
-    return pd.DataFrame([{"condition": p.condition.name, "removes": p.condition.removal or "-",
-                          "random": p.condition.random, "n_removed": p.n_remove, "weight_decay": p.weight_decay,
-                          "baseline": p.condition.baseline or "-", "store": str(p.path)} for p in planned],
-                        columns=["condition", "removes", "random", "n_removed", "weight_decay", "baseline", "store"])
-
-
-def results_table(*, results: dict[str, Results], planned: list[Planned]):
-    """One row per condition: models done, mean and std of test and train accuracy, seconds per model."""
-    import pandas as pd
-
-    rows = []
-    for p in planned:
-        r = results.get(p.condition.name)
-        rows.append({"condition": p.condition.name, "n_removed": p.n_remove, "models": 0 if r is None else len(r.ids),
-                     "test_acc_mean": np.nan if r is None else r.test_acc.mean(),
-                     "test_acc_std": np.nan if r is None or len(r.ids) < 2 else r.test_acc.std(ddof=1),
-                     "train_acc_mean": np.nan if r is None else r.train_acc.mean(),
-                     "seconds_per_model": np.nan if r is None else r.seconds.mean()})
-    return pd.DataFrame(rows).set_index("condition")
 
 
 if __name__ == "__main__":

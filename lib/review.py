@@ -29,9 +29,11 @@ class ReviewError(ValueError):
     """A review file is malformed; the message names the file and the row."""
 
 
-def review_path(*, params_name: str, file: str) -> Path:
-    """params/review/<params name>/<file>, where a reviewer's copy of a flagged table lives."""
-    return PARAMS_DIR / "review" / params_name / file
+def review_path(*, params_name: str, artifact: str) -> Path:
+    """params/review/<params name>/<file>: a reviewer's copy of a run-folder table (artifact duplicates | groups)."""
+    from .run_folder import RunFolder
+
+    return PARAMS_DIR / "review" / params_name / RunFolder.filename(artifact)
 
 
 def read_decisions(path: Path | str, *, keys: list[str]) -> pd.DataFrame:

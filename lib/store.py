@@ -130,15 +130,16 @@ def _create(path: Path, layout: dict, signature: dict) -> None:
             raise
 
 
-def fill(store: Store, *, ids, mask_fn, train_fn, desc: str = "models") -> None:
-    """Train and write every model in ids that is not completed yet.
+def fill(store: Store, *, ids, mask_fn, train_fn, desc: str = "models", progress: bool = True) -> None:
+    """Train and write every model in ids that is not completed yet: the one training loop of every store.
 
     mask_fn(i) -> (n_train,) bool;  train_fn(i, mask) -> result dict (lib.train.train_model's keys).
     """
     from tqdm.auto import tqdm
 
+    ids = list(ids)
     todo = store.todo(ids)
-    bar = tqdm(todo, desc=desc, initial=len(list(ids)) - len(todo), total=len(list(ids)))
+    bar = tqdm(todo, desc=desc, initial=len(ids) - len(todo), total=len(ids), disable=not progress)
     for i in bar:
         mask = mask_fn(i)
         result = train_fn(i, mask)

@@ -34,22 +34,22 @@ def parse_idx(cell) -> np.ndarray:
     return np.asarray(cell.split(), np.int64)
 
 
-def components(*, tr_idx: np.ndarray, tt_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Connected components of the bipartite graph given by the pairs (tr_idx[i], tt_idx[i]).
+def components(*, train_idx: np.ndarray, test_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Connected components of the bipartite graph given by the pairs (train_idx[i], test_idx[i]).
 
     Returns (train_nodes, train_comp, test_nodes, test_comp): the unique train and
     test indices and the component id of each; ids are 0..n_comp-1, numbered in
     order of each component's smallest train index.
     """
-    tr_idx = np.asarray(tr_idx, np.int64)
-    tt_idx = np.asarray(tt_idx, np.int64)
-    if len(tr_idx) == 0:
+    train_idx = np.asarray(train_idx, np.int64)
+    test_idx = np.asarray(test_idx, np.int64)
+    if len(train_idx) == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, empty, empty
-    train_nodes, e_tr = np.unique(tr_idx, return_inverse=True)  # (n_u_train,)
-    test_nodes, e_tt = np.unique(tt_idx, return_inverse=True)   # (n_u_test,)
+    train_nodes, e_tr = np.unique(train_idx, return_inverse=True)  # (n_u_train,)
+    test_nodes, e_tt = np.unique(test_idx, return_inverse=True)   # (n_u_test,)
     n_u_tr, n_nodes = len(train_nodes), len(train_nodes) + len(test_nodes)
-    adj = coo_matrix((np.ones(len(tr_idx), np.int8), (e_tr, n_u_tr + e_tt)), shape=(n_nodes, n_nodes))
+    adj = coo_matrix((np.ones(len(train_idx), np.int8), (e_tr, n_u_tr + e_tt)), shape=(n_nodes, n_nodes))
     _, comp = connected_components(adj, directed=False)  # (n_nodes,) scipy's ids
     # renumber by each component's smallest train index: ids then do not depend on scipy's order
     comp_ids, first_pos = np.unique(comp[:n_u_tr], return_index=True)
@@ -58,11 +58,11 @@ def components(*, tr_idx: np.ndarray, tt_idx: np.ndarray) -> tuple[np.ndarray, n
     return train_nodes, renum[comp[:n_u_tr]], test_nodes, renum[comp[n_u_tr:]]
 
 
-def find_groups(*, tr_idx: np.ndarray, tt_idx: np.ndarray, infl: np.ndarray, memorized_idx: np.ndarray,
+def find_groups(*, train_idx: np.ndarray, test_idx: np.ndarray, infl: np.ndarray, memorized_idx: np.ndarray,
                 y_train: np.ndarray, min_train: int) -> pd.DataFrame:
     """One row per sub-population group (columns GROUP_COLUMNS).
 
-    tr_idx, tt_idx, infl: the high-influence pairs (n_pairs,); only pairs whose train
+    train_idx, test_idx, infl: the high-influence pairs (n_pairs,); only pairs whose train
     point is memorized are edges. y_train: (n_train,) label of every train index, used
     for the group's class and its size relative to the class's train count.
     group_id is the group's smallest train index: a reviewer's decision keyed by it cannot land
@@ -70,16 +70,16 @@ def find_groups(*, tr_idx: np.ndarray, tt_idx: np.ndarray, infl: np.ndarray, mem
     train points of the group share one label, "reject" otherwise (a sub-population lives
     inside one class).
     """
-    tr_idx, tt_idx = np.asarray(tr_idx, np.int64), np.asarray(tt_idx, np.int64)
+    train_idx, test_idx = np.asarray(train_idx, np.int64), np.asarray(test_idx, np.int64)
     infl = np.asarray(infl, np.float64)
     y_train = np.asarray(y_train, np.int64)
-    keep = np.isin(tr_idx, np.asarray(memorized_idx, np.int64))
-    tr_idx, tt_idx, infl = tr_idx[keep], tt_idx[keep], infl[keep]
-    if len(tr_idx) == 0:
+    keep = np.isin(train_idx, np.asarray(memorized_idx, np.int64))
+    train_idx, test_idx, infl = train_idx[keep], test_idx[keep], infl[keep]
+    if len(train_idx) == 0:
         return pd.DataFrame(columns=GROUP_COLUMNS)
     class_count = np.bincount(y_train)  # (n_classes,) train points per class
-    train_nodes, train_comp, _, _ = components(tr_idx=tr_idx, tt_idx=tt_idx)
-    pair_comp = train_comp[np.searchsorted(train_nodes, tr_idx)]  # (n_pairs,) component of each edge
+    train_nodes, train_comp, _, _ = components(train_idx=train_idx, test_idx=test_idx)
+    pair_comp = train_comp[np.searchsorted(train_nodes, train_idx)]  # (n_pairs,) component of each edge
     rows = []
     for c in np.flatnonzero(np.bincount(train_comp) >= min_train):
         members = train_nodes[train_comp == c]
@@ -88,7 +88,7 @@ def find_groups(*, tr_idx: np.ndarray, tt_idx: np.ndarray, infl: np.ndarray, mem
         cls = int(np.bincount(y_train[members]).argmax())
         rows.append(dict(
             group_id=int(members[0]), **{"class": cls}, train_idx=format_idx(members),
-            test_idx=format_idx(np.unique(tt_idx[on])), n_train=len(members), n_test=len(np.unique(tt_idx[on])),
+            test_idx=format_idx(np.unique(test_idx[on])), n_train=len(members), n_test=len(np.unique(test_idx[on])),
             size_rel_class=len(members) / class_count[cls], n_pairs=int(on.sum()),
             infl_min=float(infl[on].min()), infl_max=float(infl[on].max()),
             verdict="confirm" if len(labels) == 1 else "reject",
@@ -96,16 +96,13 @@ def find_groups(*, tr_idx: np.ndarray, tt_idx: np.ndarray, infl: np.ndarray, mem
     return pd.DataFrame(rows, columns=GROUP_COLUMNS)
 
 
-def as_bool(col: pd.Series) -> pd.Series:
-    """A bool column, also when read back from CSV as "True"/"False" strings."""
-    if pd.api.types.is_bool_dtype(col):
-        return col
-    return col.astype(str).str.strip().str.lower().isin(["true", "1"])
-
-
 def confirmed_mask(groups: pd.DataFrame) -> pd.Series:
-    """Which groups count: column `final` (after review) when present, else verdict == confirm."""
-    return as_bool(groups["final"]) if "final" in groups else groups["verdict"].eq("confirm")
+    """Which groups count: column `final` (bool, after review) when present, else verdict == confirm."""
+    if "final" not in groups:
+        return groups["verdict"].eq("confirm")
+    if not pd.api.types.is_bool_dtype(groups["final"]):
+        raise TypeError("groups: column 'final' must be bool (read the table with RunFolder.read_groups)")
+    return groups["final"]
 
 
 def confirmed_train_idx(groups: pd.DataFrame) -> np.ndarray:
@@ -115,7 +112,7 @@ def confirmed_train_idx(groups: pd.DataFrame) -> np.ndarray:
 
 
 def group_rows(groups: pd.DataFrame, *, x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray,
-               y_test: np.ndarray, class_names: list[str], tr_idx: np.ndarray, tt_idx: np.ndarray,
+               y_test: np.ndarray, class_names: list[str], train_idx: np.ndarray, test_idx: np.ndarray,
                infl: np.ndarray, mem: np.ndarray) -> list[list[tuple[np.ndarray, str]]]:
     """Rows for grids.image_rows (a Figure 3 analog): each group's train images, then its test images.
 
@@ -123,13 +120,13 @@ def group_rows(groups: pd.DataFrame, *, x_train: np.ndarray, x_test: np.ndarray,
     label and the largest influence any of the group's train points has on it.
     x_*, y_*: images and labels by run index; mem: (n_train,) score by train index.
     """
-    tr_idx, tt_idx, infl = np.asarray(tr_idx, np.int64), np.asarray(tt_idx, np.int64), np.asarray(infl)
+    train_idx, test_idx, infl = np.asarray(train_idx, np.int64), np.asarray(test_idx, np.int64), np.asarray(infl)
     rows = []
     for cell_tr, cell_tt in zip(groups["train_idx"], groups["test_idx"]):
         members, tests = parse_idx(cell_tr), parse_idx(cell_tt)
         row = [(x_train[i], f"train {i}\n{class_names[y_train[i]]}\nmem {mem[i]:.2f}") for i in members]
         for j in tests:
-            on = (tt_idx == j) & np.isin(tr_idx, members)
+            on = (test_idx == j) & np.isin(train_idx, members)
             row.append((x_test[j], f"TEST {j}\n{class_names[y_test[j]]}\ninfl {infl[on].max():.2f}"))
         rows.append(row)
     return rows

@@ -2,7 +2,7 @@
 
 Model i's subset and its training seed are pure functions of (P.seed, i), so any
 model can be retrained from its id alone and disjoint model ranges can be filled by
-separate processes (or GPUs) into one store at P.run_dir / "subsets":
+separate processes (or GPUs) into one store, the run folder's subsets/:
 
     python -m lib.subsets --params quick --models 100:200
 """
@@ -17,7 +17,8 @@ from . import data as data_mod
 from . import params as params_mod
 from . import store as store_mod
 from . import workers as workers_mod
-from .train import HParams, default_threads, train_model
+from .run_folder import RunFolder
+from .train import HParams, train_model
 
 # Stream tags that keep a model's subset and its training seed independent draws.
 _MASK_STREAM, _TRAIN_STREAM = 0, 1
@@ -44,18 +45,14 @@ def hparams(P) -> HParams:
 
 
 def signature(P, hp: HParams) -> dict:
-    """The resolved parameters that determine the subset store's contents."""
-    return {
-        "dataset": P.dataset, "classes": P.classes, "n_train_per_class": P.n_train_per_class,
-        "n_test_per_class": P.n_test_per_class, "seed": P.seed, "subset_ratio": P.subset_ratio,
-        **dataclasses.asdict(hp),
-    }
+    """What the subset store's contents depend on: the data rows, the subset ratio, the training settings."""
+    return {**P.data_identity(), "subset_ratio": P.subset_ratio, **dataclasses.asdict(hp)}
 
 
 def open_subset_store(P, *, n_train: int, n_test: int, path=None) -> store_mod.Store:
     """The subset store of P (created if absent); raises StoreMismatch if P differs from its signature."""
     hp = hparams(P)
-    path = P.run_dir / "subsets" if path is None else path
+    path = RunFolder.of(P).subset_store() if path is None else path
     return store_mod.open_store(path, n_models=P.n_subset_models, n_train=n_train, n_test=n_test,
                                 n_epochs=hp.epochs, signature=signature(P, hp))
 
@@ -64,9 +61,9 @@ def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = 
                 path=None) -> store_mod.Store:
     """Train (or resume) subset models `models` (default: all P.n_subset_models) into P's store.
 
-    workers: processes training models side by side (default: one per CPU core on CPU, 1 on GPU).
+    workers: processes training models side by side (default: workers.default_workers).
     Each CPU model trains on one thread, so a model's bits do not depend on the worker count.
-    path: the store folder (default P.run_dir / "subsets").
+    path: the store folder (default: the run folder's subsets/).
     """
     device = params_mod.resolve_device(P)
     ds = data_mod.load(P)
@@ -82,9 +79,7 @@ def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = 
         from . import ffcv_loader
         ffcv_paths = ffcv_loader.write_betons(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test,
                                               y_test=ds.y_test)
-    if workers is None:
-        workers = default_threads() if device == "cpu" else 1
-    workers = max(1, min(workers, len(todo)))
+    workers = max(1, min(workers or workers_mod.default_workers(device, n_jobs=len(todo)), len(todo)))
     if workers > 1:
         ids = list(models)
         workers_mod.run(module="lib.subsets", payloads=[(P, todo[w::workers], None if path is None else str(path))
@@ -103,12 +98,8 @@ def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = 
                            progress=progress and hp.epochs * n_train > 200_000, ffcv_paths=ffcv_paths,
                            threads=1 if device == "cpu" else None)
 
-    if progress:
-        store_mod.fill(store, ids=models, mask_fn=mask_fn, train_fn=train_fn, desc=f"subset models ({P.name})")
-    else:
-        for i in todo:
-            mask = mask_fn(i)
-            store.write(i, mask=mask, result=train_fn(i, mask))
+    store_mod.fill(store, ids=models, mask_fn=mask_fn, train_fn=train_fn, desc=f"subset models ({P.name})",
+                   progress=progress)
     return store
 
 

@@ -1,23 +1,23 @@
-"""Table 2 of the paper, recomputed from the retraining stores, and where the accuracy is lost.
+"""Table 2 of the paper and where the accuracy is lost, computed from the retraining stores.
 
-Inputs are per-model arrays taken from the stores (lib/retrain.py); every number
-in the tables is computed here from them. Accuracies are fractions in the inputs
-and percent (drops: percentage points) in the tables, as in the paper. The
-paper's published values sit in their own, labelled columns: they come from
-ResNet50 on the full CIFAR-100, 100 models per condition, and are not comparable
-with a reduced CPU run.
+Reads the completed rows of each condition's store (lib/retrain.py) and computes every
+number of the tables from them; formatting and drawing them is lib/render.py's job.
+Accuracies are fractions in the inputs and percent (drops: percentage points) in the
+tables, as in the paper. The paper's published values sit in their own, labelled
+columns: they come from ResNet50 on the full CIFAR-100, 100 models per condition.
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Mapping
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from . import retrain, stats
+from .buckets import Buckets
+from .params import Params
 
 # (row of the paper's Table 2, our removal condition, the paper's drop mean and std in %)
 PAPER_TABLE2 = (
@@ -34,6 +34,86 @@ PAPER_NOTE = ("Paper's values: Table 2 of 'Is memorization actually necessary?' 
 
 def _pct(x: float) -> float:
     return 100.0 * x
+
+
+def eval_subsets(*, buckets: Buckets, removal: str, n_test: int) -> dict[str, np.ndarray]:
+    """Disjoint test subsets for a removal: where its accuracy could be lost.
+
+    duplicate:  test points that duplicate a removed training point (the Memorized
+                bucket has none by construction: duplicated points go to Leakage+Shift)
+    influenced: test points strongly influenced by a removed point, not already in `duplicate`
+    other:      every remaining test point
+    The three partition range(n_test), so the overall drop is their size-weighted sum.
+    """
+    dup = np.unique(np.asarray(buckets.duplicate_test_idx, np.int64))
+    infl_leak = np.asarray(buckets.influenced_test_idx_leakage, np.int64)
+    infl_mem = np.asarray(buckets.influenced_test_idx_memorized, np.int64)
+    if removal == "memorized":
+        infl = np.union1d(infl_leak, infl_mem)
+    elif removal == "leakage_shift":
+        infl = np.unique(infl_leak)
+    elif removal == "memorized_bucket":
+        dup, infl = np.zeros(0, np.int64), np.unique(infl_mem)
+    else:
+        raise ValueError(f"unknown removal {removal!r}; known: {sorted(retrain.REMOVAL_KEYS)}")
+    infl = np.setdiff1d(infl, dup)
+    other = np.setdiff1d(np.arange(n_test), np.union1d(dup, infl))
+    return {"duplicate": dup, "influenced": infl, "other": other}
+
+
+@dataclass(frozen=True)
+class Results:
+    """The completed models of one condition, read from its store."""
+    ids: np.ndarray           # (k,) int64 model ids of the completed rows
+    test_acc: np.ndarray      # (k,) float64
+    train_acc: np.ndarray     # (k,) float64, on the points each model trained on
+    test_correct: np.ndarray  # (k, n_test) bool
+    curve: np.ndarray         # (k, n_epochs) float32 test accuracy after each epoch
+    seconds: np.ndarray       # (k,) float64 training time per model
+
+
+def load_results(*, P: Params, planned: list[retrain.Planned], n_train: int, n_test: int) -> dict[str, Results]:
+    """condition name -> Results, for every planned condition whose store exists and has completed models.
+
+    Opening a store checks its signature, so results made with other parameters or
+    another removal set are refused rather than tabled.
+    """
+    out = {}
+    for p in planned:
+        if not p.path.exists():
+            continue
+        st = retrain.open_condition(P=P, planned=p, n_train=n_train, n_test=n_test)
+        done = np.flatnonzero(np.asarray(st.completed, bool))
+        if len(done) == 0:
+            continue
+        out[p.condition.name] = Results(
+            ids=done, test_acc=np.asarray(st.test_acc[done], np.float64),
+            train_acc=np.asarray(st.train_acc[done], np.float64),
+            test_correct=np.asarray(st.test_correct[done], bool), curve=np.asarray(st.curve[done], np.float32),
+            seconds=np.asarray(st.seconds[done], np.float64))
+    return out
+
+
+def plan_table(*, planned: list[retrain.Planned]):
+    """One row per planned condition: what it removes, with which weight decay, against which baseline."""
+    return pd.DataFrame([{"condition": p.condition.name, "removes": p.condition.removal or "-",
+                          "random": p.condition.random, "n_removed": p.n_remove, "weight_decay": p.weight_decay,
+                          "baseline": p.condition.baseline or "-",
+                          "store": f"{p.path.parent.name}/{p.path.name}"} for p in planned],
+                        columns=["condition", "removes", "random", "n_removed", "weight_decay", "baseline", "store"])
+
+
+def results_table(*, results: dict[str, Results], planned: list[retrain.Planned]):
+    """One row per condition: models done, mean and std of test and train accuracy, seconds per model."""
+    rows = []
+    for p in planned:
+        r = results.get(p.condition.name)
+        rows.append({"condition": p.condition.name, "n_removed": p.n_remove, "models": 0 if r is None else len(r.ids),
+                     "test_acc_mean": np.nan if r is None else r.test_acc.mean(),
+                     "test_acc_std": np.nan if r is None or len(r.ids) < 2 else r.test_acc.std(ddof=1),
+                     "train_acc_mean": np.nan if r is None else r.train_acc.mean(),
+                     "seconds_per_model": np.nan if r is None else r.seconds.mean()})
+    return pd.DataFrame(rows).set_index("condition")
 
 
 def table2(*, acc: Mapping[str, np.ndarray], n_remove: Mapping[str, int], seed: int,
@@ -79,99 +159,6 @@ def table2(*, acc: Mapping[str, np.ndarray], n_remove: Mapping[str, int], seed: 
     return pd.DataFrame(rows).reindex(columns=cols).set_index("row")
 
 
-def _pm(m: float, s: float, digits: int = 2) -> str:
-    if m is None or (isinstance(m, float) and math.isnan(m)):
-        return "-"
-    return f"{m:.{digits}f} ± {s:.{digits}f}" if not math.isnan(s) else f"{m:.{digits}f}"
-
-
-def _ci(lo: float, hi: float) -> str:
-    return "-" if math.isnan(lo) else f"[{lo:.2f}, {hi:.2f}]"
-
-
-def _p(p: float) -> str:
-    return "-" if math.isnan(p) else (f"{p:.2g}" if p >= 1e-4 else "<1e-4")
-
-
-def format_table2(t: pd.DataFrame) -> pd.DataFrame:
-    """The Table 2 analog as strings: ours, the control, and the paper's values (labelled)."""
-    out = pd.DataFrame(index=t.index)
-    f = lambda c: t[c].astype(float)  # noqa: E731
-    out["removed"] = t["n_removed"].astype(int).astype(str)
-    out["models (cond/base)"] = [("-" if math.isnan(a) else f"{int(a)}/{int(b)}")
-                                 for a, b in zip(f("n_models"), f("n_models_baseline"))]
-    out["acc base → cond (%)"] = ["-" if math.isnan(a) else f"{a:.2f} → {b:.2f}"
-                                  for a, b in zip(f("baseline_acc"), f("condition_acc"))]
-    out["ours: drop (pp)"] = [_pm(m, s) for m, s in zip(f("drop"), f("std"))]
-    out["95% CI (Welch)"] = [_ci(a, b) for a, b in zip(f("ci_low"), f("ci_high"))]
-    out["p (Welch)"] = [_p(p) for p in f("p_welch")]
-    out["95% CI (bootstrap)"] = [_ci(a, b) for a, b in zip(f("boot_low"), f("boot_high"))]
-    out["random control: drop (pp)"] = [_pm(m, s) for m, s in zip(f("control_drop"), f("control_std"))]
-    out["removal − control (pp), p"] = ["-" if math.isnan(m) else f"{m:.2f} (p {_p(p)})"
-                                        for m, p in zip(f("excess_drop"), f("excess_p_welch"))]
-    out["PAPER's drop (%)"] = [_pm(m, s) for m, s in zip(f("paper_drop"), f("paper_std"))]
-    return out
-
-
-def markdown(df: pd.DataFrame) -> str:
-    """A pipe table (index as the first column)."""
-    head = [df.index.name or ""] + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    for idx, row in df.iterrows():
-        lines.append("| " + " | ".join([str(idx)] + [str(v) for v in row]) + " |")
-    return "\n".join(lines)
-
-
-def write_table(*, table: pd.DataFrame, title: str, notes: list[str], path_md: Path, path_png: Path | None = None):
-    """The formatted table as markdown (title, notes, table) and optionally as a PNG image."""
-    path_md = Path(path_md)
-    path_md.parent.mkdir(parents=True, exist_ok=True)
-    path_md.write_text(f"# {title}\n\n" + "".join(f"{n}\n\n" for n in notes) + markdown(table) + "\n")
-    if path_png is None:
-        return None
-    cells = [[str(i)] + [str(v) for v in row] for i, row in table.iterrows()]
-    cols = [table.index.name or ""] + list(table.columns)
-    fig, ax = plt.subplots(figsize=(min(2.0 + 1.6 * len(cols), 26), 1.2 + 0.45 * (len(cells) + 1) + 0.3 * len(notes)))
-    ax.axis("off")
-    tab = ax.table(cellText=cells, colLabels=cols, loc="center", cellLoc="center")
-    tab.auto_set_font_size(False)
-    tab.set_fontsize(8)
-    tab.auto_set_column_width(list(range(len(cols))))
-    tab.scale(1, 1.5)
-    ax.set_title(title, fontsize=10)
-    import textwrap
-
-    fig.text(0.01, 0.01, "\n".join(textwrap.fill(n, 220) for n in notes), fontsize=7, va="bottom")
-    fig.savefig(path_png, dpi=120, bbox_inches="tight")
-    return fig
-
-
-def plot_drops(t: pd.DataFrame, *, path: Path | None = None, scale: str = ""):
-    """Drops with 95% Welch intervals: ours, the random control's, and the paper's (± std) apart."""
-    y = np.arange(len(t))
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.8 * len(t)))
-    f = lambda c: t[c].astype(float).to_numpy()  # noqa: E731
-    for off, m, lo, hi, label, kw in [
-        (-0.2, f("drop"), f("ci_low"), f("ci_high"), "ours: removal (95% CI)", dict(fmt="o", color="C0")),
-        (0.0, f("control_drop"), f("control_ci_low"), f("control_ci_high"), "ours: random control (95% CI)",
-         dict(fmt="s", color="C7")),
-    ]:
-        err = np.vstack([m - lo, hi - m])
-        ax.errorbar(m, y + off, xerr=np.where(np.isnan(err), 0, err), label=label, capsize=3, **kw)
-    ax.errorbar(f("paper_drop"), y + 0.2, xerr=f("paper_std"), fmt="D", color="C3", capsize=3,
-                label="PAPER's value (± std; ResNet50, full CIFAR-100)")
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(y, t.index)
-    ax.invert_yaxis()
-    ax.set_xlabel("test accuracy drop (percentage points)")
-    ax.set_title("Accuracy drop per removal" + (f"\n{scale}" if scale else ""), fontsize=9)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    return fig
-
-
 def subset_table(*, correct: Mapping[str, np.ndarray], subsets: Mapping[str, Mapping[str, np.ndarray]]) -> pd.DataFrame:
     """Where the accuracy is lost: per Table 2 row and test subset, mean accuracies (%) and drops (pp).
 
@@ -204,80 +191,3 @@ def subset_table(*, correct: Mapping[str, np.ndarray], subsets: Mapping[str, Map
                                        "control_acc", "control_drop", "share"])
 
 
-def scale_text(*, P, n_train: int, n_test: int, n_classes: int) -> str:
-    """One line saying at what scale a run was made (so CPU numbers are not read as the paper's)."""
-    data = (f"parameter set '{P.name}' (mode {P.mode}): {P.dataset}, {n_classes} classes, {n_train} train / "
-            f"{n_test} test images")
-    if not P.retrain:
-        return data + ", retraining off (no models trained)"
-    return (data + f", model {P.model} (width {P.width}), {retrain.n_epochs(P)} epochs, "
-            f"{P.n_retrain_models} models per condition, weight decay {P.weight_decay} where used")
-
-
-def table2_notes(*, P, scale: str, state: str) -> list[str]:
-    """The lines printed above Table 2: scale, state, definitions, and the paper's provenance."""
-    warn = ("" if P.name.startswith("paper") or not P.retrain else
-            "NOT THE PAPER'S SCALE: a reduced CPU run; its numbers show the method working and must not be "
-            "compared with the paper's values.")
-    return [n for n in [
-        f"Scale: {scale}.", warn, state,
-        "Ours: drop = mean baseline accuracy - mean accuracy without the points (percentage points); ± is "
-        "sqrt(s_base^2 + s_cond^2), the spread of the drop between one baseline and one retrained model; 95% CI "
-        "and p from Welch's unequal-variance t-test; bootstrap CI: 10,000 seeded resamples of each group. "
-        "Random control: as many training points removed, drawn at random afresh per model. "
-        "removal - control: control accuracy minus removal accuracy, Welch p. A row with 0 removed was not "
-        "trained (its bucket is empty).",
-        PAPER_NOTE,
-    ] if n]
-
-
-def format_subset_table(st: pd.DataFrame) -> pd.DataFrame:
-    """The per-subset table with readable numbers (index: Table 2 row and subset)."""
-    out = st.set_index(["row", "test subset"]).copy()
-    out.index = [f"{a}: {b}" for a, b in out.index]
-    out.index.name = "removal: test subset"
-    for c in ["baseline_acc", "condition_acc", "drop", "control_acc", "control_drop", "share"]:
-        out[c] = [("-" if math.isnan(v) else f"{v:.2f}") for v in out[c].astype(float)]
-    return out
-
-
-def plot_curves(*, results: Mapping, path: Path | None = None):
-    """Test accuracy per epoch, mean over each condition's models with a ± std band."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for k, (name, r) in enumerate(results.items()):
-        cond = retrain.BY_NAME[name]
-        curve = np.asarray(r.curve, np.float64) * 100  # (k, n_epochs)
-        m, s = curve.mean(0), (curve.std(0, ddof=1) if len(curve) > 1 else np.zeros(curve.shape[1]))
-        ep = np.arange(1, curve.shape[1] + 1)
-        ls = ":" if cond.random else ("-" if cond.removal is None else "--")
-        ax.plot(ep, m, ls, color=f"C{k}", label=f"{name} ({len(curve)})")
-        ax.fill_between(ep, m - s, m + s, color=f"C{k}", alpha=0.07)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Learning curves per condition (solid: full set, dashed: removal, dotted: random control)",
-                 fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    return fig
-
-
-def plot_accuracies(*, results: Mapping, path: Path | None = None):
-    """Final test accuracy of every model, one column per condition, with the mean marked."""
-    names = list(results)
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) + 2), 4.5))
-    rng = np.random.default_rng(0)  # horizontal jitter only, for visibility
-    for k, name in enumerate(names):
-        acc = np.asarray(results[name].test_acc, np.float64) * 100
-        ax.scatter(k + rng.uniform(-0.15, 0.15, len(acc)), acc, s=14, color=f"C{k}", alpha=0.8)
-        ax.hlines(acc.mean(), k - 0.3, k + 0.3, color="k", lw=1.5)
-    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("final test accuracy (%)")
-    ax.set_title("Final test accuracy per model (bar: mean)", fontsize=9)
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    return fig

@@ -17,6 +17,16 @@ from typing import Callable
 from .params import ROOT
 
 
+def default_workers(device: str, *, n_jobs: int) -> int:
+    """Processes to train side by side: one per core on CPU (each model on one thread), one on a GPU.
+
+    Never more than there are jobs, never fewer than one.
+    """
+    from .train import default_threads
+
+    return max(1, min(default_threads() if device == "cpu" else 1, n_jobs))
+
+
 def die_with_parent() -> None:
     """Linux: have the kernel SIGKILL this process when its parent dies, so no orphan keeps training."""
     import ctypes

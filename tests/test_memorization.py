@@ -77,19 +77,19 @@ def test_influence_by_hand():
     np.testing.assert_allclose(inf.top_infl[0, :2], [1.0, 0.0], atol=1e-6)
     np.testing.assert_array_equal(inf.top_idx[1], [0, 1, -1])  # only two estimable: third slot empty
     np.testing.assert_allclose(inf.top_infl[1], [0.0, -1.0, 0.0], atol=1e-6)
-    assert list(zip(inf.tr_idx, inf.tt_idx)) == [(0, 0)] and inf.infl[0] == 1.0
+    assert list(zip(inf.train_idx, inf.test_idx)) == [(0, 0)] and inf.infl[0] == 1.0
     # same-class filter: ex0 (label 0) and t0 (label 1) differ -> no pair; with t0 labelled 0 it stays
     y_tr = np.array([0, 1, 0, 0])
     none = M.influence(masks=MASKS, test_correct=TEST_CORRECT, top_k=1, block=4, infl_threshold=0.5,
                        train_labels=y_tr, test_labels=np.array([1, 0]))
-    assert len(none.tr_idx) == 0
+    assert len(none.train_idx) == 0
     same = M.influence(masks=MASKS, test_correct=TEST_CORRECT, top_k=1, block=4, infl_threshold=0.5,
                        train_labels=y_tr, test_labels=np.array([0, 1]))
-    assert list(zip(same.tr_idx, same.tt_idx)) == [(0, 0)]
+    assert list(zip(same.train_idx, same.test_idx)) == [(0, 0)]
     # train_keep: leaving ex0 out removes its pair
     kept = M.influence(masks=MASKS, test_correct=TEST_CORRECT, top_k=1, block=4, infl_threshold=0.5,
                        train_keep=np.array([False, True, True, True]))
-    assert len(kept.tr_idx) == 0
+    assert len(kept.train_idx) == 0
 
 
 def _direct_counts(masks, test_correct):
@@ -126,8 +126,8 @@ def test_blocked_influence_equals_direct(block, top_k):
 
     passes = ok[:, None] & (hits_in * n_out[:, None] - hits_out * n_in[:, None] >= thr * n_in[:, None] * n_out[:, None])
     want_pairs = set(zip(*np.nonzero(passes)))
-    assert set(zip(inf.tr_idx.tolist(), inf.tt_idx.tolist())) == want_pairs
-    np.testing.assert_allclose(inf.infl, direct[inf.tr_idx, inf.tt_idx], rtol=0, atol=1e-12)
+    assert set(zip(inf.train_idx.tolist(), inf.test_idx.tolist())) == want_pairs
+    np.testing.assert_allclose(inf.infl, direct[inf.train_idx, inf.test_idx], rtol=0, atol=1e-12)
 
 
 def test_self_influence_is_memorization():
@@ -137,8 +137,8 @@ def test_self_influence_is_memorization():
     correct = rng.random((25, 30)) < 0.5
     s = M.memorization(masks=masks, train_correct=correct)
     inf = M.influence(masks=masks, test_correct=correct, top_k=1, block=8, infl_threshold=-1.0)
-    diag = inf.tr_idx == inf.tt_idx
-    np.testing.assert_allclose(inf.infl[diag], s.mem[inf.tr_idx[diag]], atol=1e-6)
+    diag = inf.train_idx == inf.test_idx
+    np.testing.assert_allclose(inf.infl[diag], s.mem[inf.train_idx[diag]], atol=1e-6)
     assert diag.sum() == s.estimable.sum()
 
 
@@ -157,12 +157,12 @@ def test_high_influence_pairs_thresholds_and_class():
             (2, 1, 0.60),   # kept
             (4, 2, 0.30)]   # kept
     tr, tt, infl = map(np.array, zip(*cand))
-    out = M.high_influence_pairs(tr_idx=tr, tt_idx=tt, infl=infl, scores=scores, train_labels=y_tr,
+    out = M.high_influence_pairs(train_idx=tr, test_idx=tt, infl=infl, scores=scores, train_labels=y_tr,
                                  test_labels=y_te, mem_threshold=0.25, infl_threshold=0.15)
-    assert list(zip(out["tr_idx"], out["tt_idx"])) == [(2, 1), (4, 2), (0, 0)]  # strongest first
+    assert list(zip(out["train_idx"], out["test_idx"])) == [(2, 1), (4, 2), (0, 0)]  # strongest first
     np.testing.assert_allclose(out["infl"], [0.6, 0.3, 0.15])
     np.testing.assert_allclose(out["mem"], [0.9, 0.5, 0.25], atol=1e-7)
-    assert out["tr_idx"].dtype == np.int64 and out["infl"].dtype == np.float64 and out["mem"].dtype == np.float64
+    assert out["train_idx"].dtype == np.int64 and out["infl"].dtype == np.float64 and out["mem"].dtype == np.float64
 
 
 def test_se_shrinks_with_models():

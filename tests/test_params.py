@@ -59,7 +59,9 @@ def test_missing_file_lists_known_sets():
 
 def test_resolved_params_saved_and_reloadable(tmp_path):
     p = params.load("smoke")
-    path = p.save(tmp_path)
+    from lib.run_folder import RunFolder
+    path = RunFolder(tmp_path).write_params(p)
+    assert path == RunFolder(tmp_path).path("params")
     assert yaml.safe_load(path.read_text()) == p.to_dict()
 
 
@@ -72,3 +74,21 @@ def test_gpu_set_without_gpu_stops_with_hint(monkeypatch):
     monkeypatch.setenv("MEMAUDIT_ALLOW_CPU", "1")
     assert params.resolve_device(params.load("paper")) == "cpu"
     assert params.resolve_device(params.load("smoke")) == "cpu"
+
+
+def test_two_key_checks_run_at_load(tmp_path):
+    """retrain_epochs before lr_peak_epoch used to fail only in notebook 05, after subset training."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 10\nlr_peak_epoch: 5\nretrain_epochs: 4\n")
+    with pytest.raises(ParamsError, match="bad.yaml.*retrain_epochs"):
+        params.load(bad)
+
+
+def test_paper_scale_is_a_property_of_the_values_not_the_name(tmp_path):
+    assert params.load("paper").paper_scale and not params.load("quick").paper_scale
+    renamed = tmp_path / "my_cluster_run.yaml"
+    renamed.write_text((params.PARAMS_DIR / "paper.yaml").read_text())
+    assert params.load(renamed).paper_scale
+    small = tmp_path / "paper_tiny.yaml"
+    small.write_text("model: tiny_cnn\n")
+    assert not params.load(small).paper_scale

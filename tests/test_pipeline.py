@@ -4,11 +4,11 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from lib import params
 from lib.params import ROOT
+from lib.run_folder import RunFolder
 
 
 def make(*args: str) -> subprocess.CompletedProcess:
@@ -27,15 +27,17 @@ def test_make_all_on_smoke_runs_every_step_and_then_only_what_changed():
         assert (p.run_dir / nb.name).is_file(), nb.name
         assert (p.fig_dir / nb.with_suffix(".html").name).is_file(), nb.name
 
-    # what each step hands to the next (the run-folder contract)
-    mem = np.load(p.run_dir / "memorization" / "scores.npz")
-    n_train = len(mem["mem"])
-    memorized = np.load(p.run_dir / "memorization" / "memorized_idx.npy")
-    assert np.array_equal(memorized, np.flatnonzero(mem["estimable"] & (mem["mem"] >= p.mem_threshold)))
-    dups = pd.read_csv(p.run_dir / "duplicates.csv")
+    # what each step hands to the next (the run-folder contract), read back through its one owner
+    run = RunFolder.of(p)
+    mem = run.read_scores()
+    n_train = len(mem.mem)
+    memorized = run.read_memorized()
+    assert np.array_equal(memorized, np.flatnonzero(mem.estimable & (mem.mem >= p.mem_threshold)))
+    dups = run.read_duplicates()
     assert {"train_idx", "test_idx", "kind", "score", "verdict", "decision", "final"} <= set(dups.columns)
-    b = np.load(p.run_dir / "buckets.npz")
-    both = np.concatenate([b["leakage_shift_idx"], b["memorized_bucket_idx"]])
+    assert dups["final"].dtype == bool
+    b = run.read_buckets()
+    both = np.concatenate([b.leakage_shift_idx, b.memorized_bucket_idx])
     assert np.array_equal(np.sort(both), memorized) and len(np.unique(both)) == len(both) <= n_train
     table = (p.fig_dir / "table2.md").read_text()
     assert "Original" in table and "2.54" in table and "NOT THE PAPER'S SCALE" in table
@@ -51,3 +53,7 @@ def test_make_all_on_smoke_runs_every_step_and_then_only_what_changed():
     planned = make("-n", last).stdout
     assert "04_subpopulations" in planned and "05_marginal_utility" in planned and "06_results" in planned
     assert "01_train_subsets" not in planned and "03_leakage" not in planned
+    # a lib module reruns only the steps that use it (and their successors)
+    os.utime(ROOT / "lib" / "leakage.py")
+    planned = make("-n", last).stdout
+    assert "03_leakage" in planned and "02_memorization" not in planned and "00_prepare" not in planned

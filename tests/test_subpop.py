@@ -1,5 +1,6 @@
 """Sub-population groups on hand-made influence graphs with known components."""
 import numpy as np
+import pytest
 import pandas as pd
 
 from lib import subpop
@@ -22,12 +23,12 @@ Y[5], Y[19] = 3, 4
 
 
 def groups(pairs=PAIRS, infl=INFL, min_train=2):
-    return subpop.find_groups(tr_idx=pairs[:, 0], tt_idx=pairs[:, 1], infl=infl, memorized_idx=MEMORIZED,
+    return subpop.find_groups(train_idx=pairs[:, 0], test_idx=pairs[:, 1], infl=infl, memorized_idx=MEMORIZED,
                               y_train=Y, min_train=min_train)
 
 
 def test_components_of_a_hand_made_graph():
-    tr_nodes, tr_comp, tt_nodes, tt_comp = subpop.components(tr_idx=PAIRS[:, 0], tt_idx=PAIRS[:, 1])
+    tr_nodes, tr_comp, tt_nodes, tt_comp = subpop.components(train_idx=PAIRS[:, 0], test_idx=PAIRS[:, 1])
     comp = dict(zip(tr_nodes.tolist(), tr_comp.tolist()))
     # numbered by smallest train index: {5,19}=0, {10,11}=1, {12,13,14}=2, 15=3, 16=4, 17..18=5
     assert comp == {5: 0, 19: 0, 10: 1, 11: 1, 12: 2, 13: 2, 14: 2, 15: 3, 16: 4, 17: 5, 18: 5}
@@ -61,8 +62,20 @@ def test_final_column_overrides_verdicts():
     g = groups()
     g["final"] = [True, False, True]
     assert subpop.confirmed_train_idx(g).tolist() == [5, 12, 13, 14, 19]
-    g["final"] = ["True", "False", "True"]  # as read back from groups.csv
-    assert subpop.confirmed_train_idx(g).tolist() == [5, 12, 13, 14, 19]
+    g["final"] = ["True", "False", "True"]  # text from a bare read_csv is refused, not guessed at
+    with pytest.raises(TypeError, match="final"):
+        subpop.confirmed_train_idx(g)
+
+
+def test_groups_round_trip_through_the_run_folder(tmp_path):
+    from lib.run_folder import RunFolder
+    run = RunFolder(tmp_path)
+    g = groups()
+    g["final"] = [True, False, True]
+    run.write_groups(g.assign(decision="", decided_by="auto"))
+    back = run.read_groups()
+    assert back["final"].dtype == bool and back["group_id"].tolist() == g["group_id"].tolist()
+    assert subpop.confirmed_train_idx(back).tolist() == [5, 12, 13, 14, 19]
 
 
 def test_index_cells_round_trip():
@@ -77,7 +90,7 @@ def test_group_rows_put_train_images_then_test_images():
     mem = np.linspace(0, 1, 20)
     g = groups()
     rows = subpop.group_rows(g.iloc[1:], x_train=x_train, x_test=x_test, y_train=Y, y_test=np.full(110, 2),
-                             class_names=["a", "b", "c", "d", "e"], tr_idx=PAIRS[:, 0], tt_idx=PAIRS[:, 1],
+                             class_names=["a", "b", "c", "d", "e"], train_idx=PAIRS[:, 0], test_idx=PAIRS[:, 1],
                              infl=INFL, mem=mem)
     assert [[int(img[0, 0, 0]) for img, _ in r] for r in rows] == [[10, 11, 100], [12, 13, 14, 101, 102]]
     assert rows[0][0][1] == f"train 10\nb\nmem {mem[10]:.2f}"

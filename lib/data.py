@@ -1,13 +1,21 @@
 """CIFAR-10/100 from the official on-disk layout, as uint8 NHWC arrays.
 
-The official python pickles are read directly each time (a second or two).
-Whether the copy is the official one is decided by file checksums: anything
-that joins this data with externally published indices (FZ's estimates,
-ciFAIR's lists) must call `require_official` first.
+The official python pickles are read directly each time (a few seconds). While they
+are read, each copy gets one of three verdicts (`Cifar.verdict`):
+
+- "official file": every file's md5 equals the official archive's;
+- "official content": the files differ (e.g. re-serialised pickles) but the images and
+  fine labels, in order, equal the official content digests (CIFAR-100 only);
+- "not official": neither.
+
+Anything that joins this data with externally published indices (FZ's estimates,
+ciFAIR's lists) must call `require_official` first; it accepts either official verdict.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import os
 import pickle
 import shutil
@@ -18,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .params import ROOT, Params
 
@@ -30,6 +39,11 @@ SOURCES = {
         files={"train": "16019d7e3df5f24257cddd939b257f8d",
                "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
                "meta": "7973b15100ade9c7d40fb424638fde48"},
+        # Content digests (md5 of the uint8 C-contiguous (N, 3072) `data` bytes and of
+        # np.asarray(fine_labels, np.int64).tobytes()), as published with the official-order
+        # rebuild (../shared/data/cifar100/README.md); the official archive has the same content.
+        content={"train": {"data": "e07b6859dfcb4ef6850fbc815e123615", "labels": "a6d83e1ba403abb4d4d51a4851d27312"},
+                 "test": {"data": "155ad486d683899b65629b069dab09ba", "labels": "65ee271bce17e294470afef2117ae162"}},
     ),
     "cifar10": dict(
         folder="cifar-10-batches-py",
@@ -46,6 +60,13 @@ SOURCES = {
 }
 
 
+OFFICIAL_FILE = "official file"          # every file md5 equals the official archive's
+OFFICIAL_CONTENT = "official content"    # files differ, images and labels equal the official content
+NOT_OFFICIAL = "not official"
+OFFICIAL_VERDICTS = (OFFICIAL_FILE, OFFICIAL_CONTENT)
+CONFLICT_KINDS = ("train-train", "test-test", "train-test")  # label_conflicts' kinds, in table order
+
+
 class DataError(RuntimeError):
     """Data missing, corrupt, or not the copy an analysis needs."""
 
@@ -54,7 +75,9 @@ class DataError(RuntimeError):
 class Cifar:
     dataset: str                 # cifar100 | cifar10
     folder: Path                 # the on-disk folder read
-    official: bool               # every file matches the official checksum
+    official: bool               # verdict is "official file" or "official content"
+    verdict: str                 # OFFICIAL_FILE | OFFICIAL_CONTENT | NOT_OFFICIAL (see module doc)
+    verdict_reason: str          # one sentence: why (which checksum or digest differed)
     x_train: np.ndarray          # (n_train, 32, 32, 3) uint8
     y_train: np.ndarray          # (n_train,) int64 in 0..n_classes-1
     x_test: np.ndarray           # (n_test, 32, 32, 3) uint8
@@ -65,6 +88,10 @@ class Cifar:
     classes: np.ndarray          # (n_classes,) original label id of each class
     idx_train: np.ndarray        # (n_train,) int64 row in the on-disk train set
     idx_test: np.ndarray         # (n_test,) int64 row in the on-disk test set
+
+    def __post_init__(self):
+        if self.official != (self.verdict in OFFICIAL_VERDICTS):
+            raise DataError(f"{self.folder}: official={self.official} contradicts the verdict {self.verdict!r}")
 
     @property
     def n_classes(self) -> int:
@@ -104,15 +131,49 @@ def checksum_report(folder: Path, dataset: str) -> dict[str, tuple[str | None, b
 
 
 def is_official(folder: Path, dataset: str) -> bool:
+    """Every file's md5 equals the official archive's (the "official file" verdict only)."""
     return all(ok for _, ok in checksum_report(folder, dataset).values())
 
 
+def content_digests(blobs: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """split -> {"data": md5, "labels": md5} of unpickled CIFAR-100 `train` / `test` blobs.
+
+    data: the uint8 C-contiguous (N, 3072) array's bytes; labels: the fine labels as int64.
+    """
+    out = {}
+    for split in ("train", "test"):
+        flat = np.ascontiguousarray(blobs[split]["data"], dtype=np.uint8)
+        labels = np.asarray(blobs[split]["fine_labels"], np.int64)
+        out[split] = {"data": hashlib.md5(flat.reshape(-1)).hexdigest(),
+                      "labels": hashlib.md5(labels.tobytes()).hexdigest()}
+    return out
+
+
+def verdict_of(*, dataset: str, file_md5: dict[str, str], blobs: dict[str, dict]) -> tuple[str, str]:
+    """(verdict, one-sentence reason) from the files' md5s and, if needed, their content digests."""
+    src = SOURCES[dataset]
+    bad_files = [n for n, want in src["files"].items() if file_md5.get(n) != want]
+    if not bad_files:
+        return OFFICIAL_FILE, f"Every file's md5 ({', '.join(src['files'])}) equals the official archive's."
+    files_differ = (f"The file md5 of {', '.join(bad_files)} {'differs' if len(bad_files) == 1 else 'differ'} "
+                    "from the official archive's")
+    if "content" not in src:
+        return NOT_OFFICIAL, f"{files_differ}, and {dataset} has no content digests to check instead."
+    got = content_digests(blobs)
+    bad = [f"{split} {part} md5 {got[split][part]} (official {want})"
+           for split, parts in src["content"].items() for part, want in parts.items() if got[split][part] != want]
+    if bad:
+        return NOT_OFFICIAL, f"{files_differ}, and the content differs too: {'; '.join(bad)}."
+    return OFFICIAL_CONTENT, (f"{files_differ} (e.g. re-serialised pickles), but the images and fine labels of train "
+                              "and test, in order, equal the official content digests.")
+
+
 def require_official(ds: Cifar, what: str) -> None:
-    """Refuse to join `ds` with data published on official indices."""
+    """Refuse to join `ds` with data published on official indices (either official verdict passes)."""
     if not ds.official:
         raise DataError(
             f"{what} is keyed by official {ds.dataset} indices, but {ds.folder} is not the official copy "
-            "(file checksums differ); joining them would pair unrelated images"
+            f"(verdict {ds.verdict!r}: {ds.verdict_reason.rstrip('.')}); joining them would pair unrelated images"
         )
     if ds.is_subset:
         raise DataError(f"{what} needs the full {ds.dataset} (no class subset or per-class cap)")
@@ -141,9 +202,14 @@ def download(dataset: str, root: Path, timeout: float = 60) -> Path:
     return root / src["folder"]
 
 
-def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+def _read(path: Path) -> tuple[dict, str]:
+    """One pickle file, unpickled, and the md5 of its bytes (the file is read once)."""
+    raw = Path(path).read_bytes()
+    try:
+        blob = pickle.loads(raw, encoding="latin1")
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
+        raise DataError(f"{path}: not a CIFAR pickle ({type(e).__name__}: {e})") from None
+    return blob, hashlib.md5(raw).hexdigest()
 
 
 def _to_nhwc(flat: np.ndarray) -> np.ndarray:
@@ -152,10 +218,18 @@ def _to_nhwc(flat: np.ndarray) -> np.ndarray:
 
 
 def read_raw(folder: Path, dataset: str) -> dict:
-    """The whole on-disk dataset, no subsetting."""
+    """The whole on-disk dataset, no subsetting, with its verdict and verdict_reason."""
     folder = Path(folder)
+    blobs, file_md5 = {}, {}
+    for name in SOURCES[dataset]["files"]:
+        blobs[name], file_md5[name] = _read(folder / name)
+    verdict, reason = verdict_of(dataset=dataset, file_md5=file_md5, blobs=blobs)
+    return dict(verdict=verdict, verdict_reason=reason, **_arrays(blobs, dataset))
+
+
+def _arrays(blobs: dict[str, dict], dataset: str) -> dict:
     if dataset == "cifar100":
-        tr, te, meta = (_unpickle(folder / n) for n in ("train", "test", "meta"))
+        tr, te, meta = blobs["train"], blobs["test"], blobs["meta"]
         return dict(
             x_train=_to_nhwc(tr["data"]), y_train=np.asarray(tr["fine_labels"], np.int64),
             coarse_train=np.asarray(tr["coarse_labels"], np.int64),
@@ -163,8 +237,8 @@ def read_raw(folder: Path, dataset: str) -> dict:
             coarse_test=np.asarray(te["coarse_labels"], np.int64),
             class_names=list(meta["fine_label_names"]),
         )
-    batches = [_unpickle(folder / f"data_batch_{i}") for i in range(1, 6)]
-    te, meta = _unpickle(folder / "test_batch"), _unpickle(folder / "batches.meta")
+    batches = [blobs[f"data_batch_{i}"] for i in range(1, 6)]
+    te, meta = blobs["test_batch"], blobs["batches.meta"]
     return dict(
         x_train=_to_nhwc(np.concatenate([b["data"] for b in batches])),
         y_train=np.concatenate([np.asarray(b["labels"], np.int64) for b in batches]),
@@ -188,11 +262,7 @@ def _select(y: np.ndarray, classes: np.ndarray, cap: int | None, rng: np.random.
 def load_cifar(*, dataset: str = "cifar100", data_dir: str = "", download_missing: bool = True,
                classes: list[int] | None = None, n_train_per_class: int | None = None,
                n_test_per_class: int | None = None, seed: int = 0) -> Cifar:
-    """Read (downloading if needed) and optionally subset a CIFAR dataset.
-
-    With `classes`, labels are renumbered 0..len(classes)-1 in the order given;
-    `classes` and `idx_train`/`idx_test` map back to the on-disk dataset.
-    """
+    """Read (downloading if needed) and optionally subset a CIFAR dataset (see `subset`)."""
     root = data_root(data_dir)
     folder = root / SOURCES[dataset]["folder"]
     missing = [n for n in SOURCES[dataset]["files"] if not (folder / n).is_file()]
@@ -202,22 +272,44 @@ def load_cifar(*, dataset: str = "cifar100", data_dir: str = "", download_missin
                             "or set CIFAR_DATA_DIR (download is off)")
         folder = download(dataset, root)
     raw = read_raw(folder, dataset)
-    n_all = len(raw["class_names"])
+    full = Cifar(
+        dataset=dataset, folder=folder, official=raw["verdict"] in OFFICIAL_VERDICTS,
+        verdict=raw["verdict"], verdict_reason=raw["verdict_reason"],
+        x_train=raw["x_train"], y_train=raw["y_train"], x_test=raw["x_test"], y_test=raw["y_test"],
+        coarse_train=raw["coarse_train"], coarse_test=raw["coarse_test"],
+        class_names=raw["class_names"], classes=np.arange(len(raw["class_names"])),
+        idx_train=np.arange(len(raw["y_train"])), idx_test=np.arange(len(raw["y_test"])),
+    )
+    return subset(full, classes=classes, n_train_per_class=n_train_per_class,
+                  n_test_per_class=n_test_per_class, seed=seed)
+
+
+def subset(ds: Cifar, *, classes: list[int] | None = None, n_train_per_class: int | None = None,
+           n_test_per_class: int | None = None, seed: int = 0) -> Cifar:
+    """The chosen classes of a whole on-disk dataset, at most n_*_per_class images each (chosen by seed).
+
+    With `classes`, labels are renumbered 0..len(classes)-1 in the order given;
+    `classes` and `idx_train`/`idx_test` map back to the on-disk dataset.
+    """
+    whole = all(np.array_equal(a, np.arange(len(a))) for a in (ds.classes, ds.idx_train, ds.idx_test))
+    if not whole:
+        raise DataError(f"{ds.folder}: subset() needs the whole dataset as read, not one already subset")
+    if classes is None and n_train_per_class is None and n_test_per_class is None:
+        return ds
+    n_all = len(ds.class_names)
     cls = np.arange(n_all) if classes is None else np.asarray(classes, np.int64)
     rng_train = np.random.default_rng([seed, 0xDA7A, 0])
     rng_test = np.random.default_rng([seed, 0xDA7A, 1])
-    idx_tr = _select(raw["y_train"], cls, n_train_per_class, rng_train)
-    idx_te = _select(raw["y_test"], cls, n_test_per_class, rng_test)
+    idx_tr = _select(ds.y_train, cls, n_train_per_class, rng_train)
+    idx_te = _select(ds.y_test, cls, n_test_per_class, rng_test)
     relabel = np.full(n_all, -1, np.int64)
     relabel[cls] = np.arange(len(cls))
     pick = lambda a, i: None if a is None else a[i]  # noqa: E731
-    return Cifar(
-        dataset=dataset, folder=folder, official=is_official(folder, dataset),
-        x_train=raw["x_train"][idx_tr], y_train=relabel[raw["y_train"][idx_tr]],
-        x_test=raw["x_test"][idx_te], y_test=relabel[raw["y_test"][idx_te]],
-        coarse_train=pick(raw["coarse_train"], idx_tr), coarse_test=pick(raw["coarse_test"], idx_te),
-        class_names=[raw["class_names"][c] for c in cls], classes=cls,
-        idx_train=idx_tr, idx_test=idx_te,
+    return dataclasses.replace(
+        ds, x_train=ds.x_train[idx_tr], y_train=relabel[ds.y_train[idx_tr]],
+        x_test=ds.x_test[idx_te], y_test=relabel[ds.y_test[idx_te]],
+        coarse_train=pick(ds.coarse_train, idx_tr), coarse_test=pick(ds.coarse_test, idx_te),
+        class_names=[ds.class_names[c] for c in cls], classes=cls, idx_train=idx_tr, idx_test=idx_te,
     )
 
 
@@ -241,3 +333,32 @@ def exact_duplicate_counts(ds: Cifar) -> dict[str, int]:
         within_test=len(h_te) - len(set(h_te)),
         test_with_train_copy=sum(h in train_set for h in h_te),
     )
+
+
+def label_conflicts(ds: Cifar) -> pd.DataFrame:
+    """Pairs of byte-identical images whose labels differ, within train, within test and across.
+
+    One row per pair: kind (train-train | test-test | train-test), row_a, row_b (rows of `ds`;
+    for train-test row_a is the train row), idx_a, idx_b (the same images' on-disk indices: official
+    indices on an official copy), label_a, label_b and their class names class_a, class_b.
+    """
+    n_train = len(ds.y_train)
+    labels = np.concatenate([ds.y_train, ds.y_test])
+    on_disk = {"train": ds.idx_train, "test": ds.idx_test}
+    where = lambda i: ("train", i) if i < n_train else ("test", i - n_train)  # noqa: E731
+    members: dict[bytes, list[int]] = {}
+    for i, h in enumerate(image_hashes(ds.x_train) + image_hashes(ds.x_test)):
+        members.setdefault(h, []).append(i)
+    rows = []
+    for group in members.values():
+        for a, b in itertools.combinations(group, 2):  # a < b: a train row comes first
+            if labels[a] != labels[b]:
+                (split_a, row_a), (split_b, row_b) = where(a), where(b)
+                rows.append((f"{split_a}-{split_b}", row_a, row_b, int(on_disk[split_a][row_a]),
+                             int(on_disk[split_b][row_b]), int(labels[a]), int(labels[b])))
+    out = pd.DataFrame(rows, columns=["kind", "row_a", "row_b", "idx_a", "idx_b", "label_a", "label_b"])
+    out["kind"] = pd.Categorical(out["kind"], categories=CONFLICT_KINDS, ordered=True)
+    out = out.sort_values(["kind", "row_a", "row_b"], ignore_index=True)
+    out["class_a"] = [ds.class_names[c] for c in out["label_a"]]
+    out["class_b"] = [ds.class_names[c] for c in out["label_b"]]
+    return out

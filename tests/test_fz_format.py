@@ -1,4 +1,7 @@
-"""FZ's released file formats: round trips, the real released pairs file, and refusing non-official data."""
+"""FZ's released file formats: round trips, the real released pairs file, and refusing non-official data.
+
+(The run folder's memorization outputs are tested with lib/run_folder.py in tests/test_run_folder.py.)
+"""
 import numpy as np
 import pytest
 
@@ -6,7 +9,7 @@ from lib import data, fz_format as F, memorization as M
 
 
 def _pairs():
-    return F.Pairs(tr_idx=np.array([30592, 10958, 587, 587], np.int32), tt_idx=np.array([655, 3697, 8019, 12]),
+    return F.Pairs(train_idx=np.array([30592, 10958, 587, 587], np.int32), test_idx=np.array([655, 3697, 8019, 12]),
                    infl=np.array([0.15559501, 0.2083586, 0.5, 0.9]), mem=np.array([0.8, 0.7, 1.0, 1.0], np.float32))
 
 
@@ -18,7 +21,7 @@ def test_pairs_round_trip(tmp_path):
         assert f["tr_idx"].dtype == np.int64 and f["tt_idx"].dtype == np.int64
         assert f["infl"].dtype == np.float64 and f["mem"].dtype == np.float64
     q = F.read_pairs(path)
-    for k in ("tr_idx", "tt_idx", "infl", "mem"):
+    for k in ("train_idx", "test_idx", "infl", "mem"):
         np.testing.assert_array_equal(getattr(q, k), getattr(p, k))
     assert q.summary() == {"pairs": 4, "unique train points": 3, "unique test points": 4}
     odd = F.write_pairs(tmp_path / "pairs.bin", p)  # no ".npz" appended behind the caller's back
@@ -30,31 +33,35 @@ def test_pairs_reject_bad_layout(tmp_path):
     with pytest.raises(F.FormatError, match="mem"):
         F.read_pairs(tmp_path / "x.npz")
     with pytest.raises(F.FormatError, match="length"):
-        F.Pairs(tr_idx=np.arange(3), tt_idx=np.arange(2), infl=np.ones(3), mem=np.ones(3))
+        F.Pairs(train_idx=np.arange(3), test_idx=np.arange(2), infl=np.ones(3), mem=np.ones(3))
     with pytest.raises(F.FormatError, match="integers"):
-        F.Pairs(tr_idx=np.array([1.5]), tt_idx=np.array([1]), infl=np.ones(1), mem=np.ones(1))
+        F.Pairs(train_idx=np.array([1.5]), test_idx=np.array([1]), infl=np.ones(1), mem=np.ones(1))
 
 
 def test_released_pairs_file():
     p = F.load_released_pairs(download=False)  # the copy in MEMAUDIT_REFERENCE_DIR, sha256-verified
     assert len(p) == 1015
-    assert p.tr_idx.dtype == np.int64 and p.tt_idx.dtype == np.int64
+    assert p.train_idx.dtype == np.int64 and p.test_idx.dtype == np.int64
     assert p.infl.dtype == np.float64 and p.mem.dtype == np.float64
-    assert all(a.shape == (1015,) for a in (p.tr_idx, p.tt_idx, p.infl, p.mem))
+    assert all(a.shape == (1015,) for a in (p.train_idx, p.test_idx, p.infl, p.mem))
     assert p.summary() == {"pairs": 1015, "unique train points": 964, "unique test points": 888}
     assert p.infl.min() >= 0.15 and p.mem.min() >= 0.25 and p.mem.max() <= 1.0
-    assert p.tr_idx.max() < 50000 and p.tt_idx.max() < 10000
+    assert p.train_idx.max() < 50000 and p.test_idx.max() < 10000
     # one memorization score per train point, repeated on each of its pairs
-    for i in np.unique(p.tr_idx):
-        assert len(np.unique(p.mem[p.tr_idx == i])) == 1
+    for i in np.unique(p.train_idx):
+        assert len(np.unique(p.mem[p.train_idx == i])) == 1
     s = F.scores_from_pairs(p, n_train=50000)
     assert s.estimable.sum() == 964 and s.mem[s.estimable].min() >= 0.25 and (s.mem[~s.estimable] == 0).all()
-    np.testing.assert_array_equal(M.memorized_idx(s, mem_threshold=0.25), np.unique(p.tr_idx))
+    np.testing.assert_array_equal(M.memorized_idx(s, mem_threshold=0.25), np.unique(p.train_idx))
 
 
-def test_released_pairs_refuse_non_official(smoke_data):
-    with pytest.raises(data.DataError):
-        F.load_released_pairs(ds=smoke_data, download=False)
+def test_released_pairs_join_the_official_copy_only(cifar_full, non_official_data, smoke_data):
+    p = F.load_released_pairs(ds=cifar_full, download=False)  # official content: allowed, all pairs same-label
+    assert len(p) == 1015
+    with pytest.raises(data.DataError, match="not the official copy.*'not official'"):
+        F.load_released_pairs(ds=non_official_data, download=False)  # two train rows swapped
+    with pytest.raises(data.DataError, match="needs the full cifar100"):
+        F.load_released_pairs(ds=smoke_data, download=False)  # official, but a class subset
 
 
 def _matrix():
@@ -82,8 +89,8 @@ def test_infl_matrix_round_trip_and_pairs(tmp_path):
     np.testing.assert_array_equal(r.infl[0], m.infl[0])
     np.testing.assert_array_equal(r.tt_classidx[1], m.tt_classidx[1])
     p = r.pairs(mem_threshold=0.25, infl_threshold=0.15)
-    assert sorted(zip(p.tr_idx.tolist(), p.tt_idx.tolist())) == [(0, 1), (1, 0), (3, 0), (4, 1)]
-    got = dict(zip(zip(p.tr_idx.tolist(), p.tt_idx.tolist()), zip(p.infl, p.mem)))
+    assert sorted(zip(p.train_idx.tolist(), p.test_idx.tolist())) == [(0, 1), (1, 0), (3, 0), (4, 1)]
+    got = dict(zip(zip(p.train_idx.tolist(), p.test_idx.tolist()), zip(p.infl, p.mem)))
     assert got[(4, 1)] == (0.15, 0.6) and got[(3, 0)] == (0.40, 0.25)
 
 
@@ -93,23 +100,3 @@ def test_infl_matrix_rejects_inconsistent_shapes(tmp_path):
              infl_matrix_class0=np.zeros((2, 2)), tr_classidx_0=np.arange(3), tt_classidx_0=np.arange(2))
     with pytest.raises(F.FormatError, match="shape"):
         F.read_infl_matrix(tmp_path / "bad.npz")
-
-
-def test_run_outputs_round_trip(tmp_path):
-    masks = np.array([[1, 0], [0, 1], [1, 1]], bool)
-    correct = np.array([[1, 0], [0, 1], [1, 0]], bool)
-    s = M.memorization(masks=masks, train_correct=correct)
-    top = M.influence(masks=masks, test_correct=correct, top_k=2, block=1, infl_threshold=0.5)
-    paths = F.write_run_outputs(tmp_path / "memorization", scores=s, pairs=_pairs(),
-                                memorized_idx=np.array([3, 1, 3]), top=top, n_test=2)
-    r = F.read_scores(paths["scores.npz"])
-    for k in ("mem", "se", "n_in", "n_out", "estimable"):
-        np.testing.assert_array_equal(getattr(r, k), getattr(s, k))
-    idx = np.load(paths["memorized_idx.npy"])
-    assert idx.dtype == np.int64 and idx.tolist() == [1, 3]
-    with np.load(paths["top_influencers.npz"]) as f:
-        assert f["idx"].dtype == np.int64 and f["idx"].shape == (2, 2) and f["infl"].dtype == np.float32
-    assert len(F.read_pairs(paths["high_infl_pairs.npz"])) == 4
-    ref = F.write_run_outputs(tmp_path / "ref", scores=s, pairs=_pairs(), memorized_idx=[], top=None, n_test=7)
-    with np.load(ref["top_influencers.npz"]) as f:
-        assert f["idx"].shape == (7, 0)

@@ -5,8 +5,10 @@
 Planted duplicates are built from real images of the CIFAR-100 copy in CIFAR_DATA_DIR
 (its test split is the pool): exact copies, shifts of 1-4 px, crops of 0.8-0.95 rescaled,
 brightness/contrast/hue changes, JPEG re-compression; as many negatives (transformed images
-whose original is absent). Then the whole test split (10,000) is searched against the whole
-train split (50,000) at the default thresholds and what is flagged is counted.
+whose original is absent); lib/planted.py makes them. The finder's settings were chosen on
+these planted sets (test split, the params seed 0), so tests/test_duplicates.py checks them on
+held-out ones (train split, other seeds). Then the whole test split (10,000) is searched
+against the whole train split (50,000) at the default thresholds and what is flagged is counted.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import data, duplicates, params  # noqa: E402
+from lib import data, duplicates, params, planted  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--small", action="store_true", help="fewer planted pairs, skip the 10,000 x 50,000 run")
@@ -34,15 +36,15 @@ print(f"data: {ds.folder} (official copy: {ds.official}); thresholds near {P.dup
 # ---------------------------------------------------------------- planted pairs
 n_per_kind = 40 if args.small else 200
 t0 = time.perf_counter()
-ps = duplicates.planted_set(x_pool=ds.x_test, n_ref=4000, n_positive_per_kind=n_per_kind,
-                            n_negative_per_kind=n_per_kind, seed=P.seed, clean_threshold=P.dup_review_threshold)
+ps = planted.planted_set(x_pool=ds.x_test, n_ref=4000, n_positive_per_kind=n_per_kind,
+                         n_negative_per_kind=n_per_kind, seed=P.seed, clean_threshold=P.dup_review_threshold)
 print(f"\nplanted: {len(ps.x_ref)} reference images, {len(ps.x_query)} queries ({n_per_kind} positives and "
       f"{n_per_kind} negatives per kind); images already repeated in the pool (score >= "
       f"{P.dup_review_threshold}) were set aside first [{time.perf_counter() - t0:.0f} s]")
 found = duplicates.find(x_query=ps.x_query, x_ref=ps.x_ref, near_threshold=P.dup_near_threshold,
                         review_threshold=P.dup_review_threshold, top_k=P.dup_top_k, progress=False)
-q_auto = duplicates.planted_quality(planted=ps, pairs=found.pairs)
-q_list = duplicates.planted_quality(planted=ps, pairs=found.pairs, kinds=("exact", "near", "review"))
+q_auto = planted.planted_quality(planted=ps, pairs=found.pairs)
+q_list = planted.planted_quality(planted=ps, pairs=found.pairs, kinds=("exact", "near", "review"))
 table = q_auto[["kind", "positives", "flagged", "true_pos", "precision", "recall"]].rename(
     columns={"flagged": "flagged(auto)", "precision": "P(auto)", "recall": "R(auto)"})
 table["P(+review)"] = q_list["precision"]
@@ -63,10 +65,10 @@ for name, w in [("pixel NCC only", (1.0, 0.0)), ("gradient NCC only", (0.0, 1.0)
         qi, ki = np.nonzero(sc >= thr)
         pairs = pd.DataFrame({"query_idx": np.r_[exact[:, 0], qi], "ref_idx": np.r_[exact[:, 1], cand[qi, ki]],
                               "kind": "near"}).drop_duplicates()
-        qq = duplicates.planted_quality(planted=ps, pairs=pairs).set_index("kind")
+        qq = planted.planted_quality(planted=ps, pairs=pairs).set_index("kind")
         rows.append(dict(signal=name, threshold=thr, precision=qq.loc["all", "precision"],
                          recall=qq.loc["all", "recall"],
-                         **{f"R {k}": qq.loc[k, "recall"] for k in duplicates.PLANT_KINDS if k != "exact"},
+                         **{f"R {k}": qq.loc[k, "recall"] for k in planted.PLANT_KINDS if k != "exact"},
                          **{"pos score q05": np.quantile(true_sc, 0.05), "neg best q99": np.quantile(neg_best, 0.99)}))
 print("\nsignals (same candidates; exact hashing included):")
 print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -86,12 +88,12 @@ try:
         for thr in (10, 4):                                            # imagededup's default max distance, and strict
             dist = np.stack([popcount[hq[i] ^ hr].sum(1) for i in range(len(hq))])  # (n_query, n_ref) hamming
             qi, ri = np.nonzero(dist <= thr)
-            qq = duplicates.planted_quality(planted=ps, pairs=pd.DataFrame(
+            qq = planted.planted_quality(planted=ps, pairs=pd.DataFrame(
                 {"query_idx": qi, "ref_idx": ri, "kind": "near"})).set_index("kind")
             print(f"  {name} hamming <= {thr:2d}: precision {qq.loc['all', 'precision']:.3f} recall "
                   f"{qq.loc['all', 'recall']:.3f}  by kind R " + " ".join(
-                      f"{k} {qq.loc[k, 'recall']:.2f}" for k in duplicates.PLANT_KINDS)
-                  + f"  P " + " ".join(f"{k} {qq.loc[k, 'precision']:.2f}" for k in duplicates.PLANT_KINDS)
+                      f"{k} {qq.loc[k, 'recall']:.2f}" for k in planted.PLANT_KINDS)
+                  + f"  P " + " ".join(f"{k} {qq.loc[k, 'precision']:.2f}" for k in planted.PLANT_KINDS)
                   + f"  [{time.perf_counter() - t1:.0f} s]")
     try:
         CNN(verbose=False)

@@ -4,42 +4,46 @@ Exact duplicates are found by hashing the raw bytes, so every byte-identical pai
 listed. Near duplicates (the same shot shifted, cropped and rescaled, colour-changed or
 re-compressed) are found in two stages:
 
-1. Retrieval: each image becomes a small, shift-tolerant descriptor (a blurred 8x8
-   grey-level thumbnail and its 8x8 gradient field, each mean/contrast-normalised).
+1. Retrieval: each image becomes a small, shift-tolerant descriptor of 192 numbers, from
+   its grey levels at 16x16: a blurred 8x8 thumbnail (64) and a 4x4 grid of overlapping
+   cells holding histograms of gradient orientation (8 bins each, 128), each part
+   mean/contrast-normalised, the thumbnail at half the weight (_retrieval_descriptor).
    A blocked matrix product against the reference set keeps the `top_k` best
-   reference images per query; nothing larger than one block is ever held.
-2. Scoring: each candidate pair is aligned at 16x16 (shifts of up to +-2 cells, i.e.
-   +-4 pixels, and zooms of 0.9 and 0.8 on either side) and scored by two
-   complementary signals at the best alignment, both normalised cross-correlations of
-   mean/contrast-normalised windows:
+   reference images per query; no similarity block larger than
+   (query_block, ref_block) is ever held.
+2. Scoring: each candidate pair is aligned on 16x16 grey thumbnails, comparing 12x12
+   windows: the query moved by -4..+5 pixels along each axis (+-2 cells of 2 pixels, times
+   two 1-pixel phases), the reference at zoom 1 and magnified by 1/z or shrunk by z for z
+   in ZOOMS (0.9, 0.8). The pair is scored by two complementary signals at the best
+   alignment, both normalised cross-correlations of mean/contrast-normalised windows:
      - pixels: grey levels (robust to brightness, contrast and hue changes),
      - gradients: the (dx, dy) gradient field (separates images that share a smooth
        layout but not their edges, where grey-level correlation alone is fooled).
-   score = clip(mean of the two, 0, 1); 1 means identical up to brightness/contrast.
+   The best alignment maximises the mean of the two, and score = clip(that mean, 0, 1);
+   1 means identical up to brightness/contrast.
 
 Verdicts: exact -> kind "exact"; score >= near_threshold -> kind "near", verdict confirm;
 review_threshold <= score < near_threshold -> kind "review", verdict reject (listed for a
 person to decide through lib/review.py).
 
-The second half of the module plants known duplicates into real images, the ground
-truth that the tests and bench/bench_duplicates.py measure the finder against.
+lib/planted.py plants known duplicates into real images, the ground truth that the tests
+and bench/bench_duplicates.py measure this finder against.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageEnhance
 from tqdm.auto import tqdm
 
 from .data import image_hashes
 
 PAIR_COLUMNS = ["query_idx", "ref_idx", "kind", "score", "pixel", "gradient", "verdict"]
 SHIFT = 2           # alignment search: +-2 cells of the 16x16 thumbnail = +-4 pixels of the 32x32 image
+                    # (with the query's two 1-pixel phases: shifts of -4..+5 pixels)
 ZOOMS = (0.9, 0.8)  # alignment search: central crops rescaled to full size, tried on either side
 N_ORIENT = 8        # retrieval: orientation bins of the gradient histograms
 THUMB_WEIGHT = 0.5  # retrieval: weight of the grey thumbnail against the gradient histograms
@@ -47,9 +51,11 @@ THUMB_WEIGHT = 0.5  # retrieval: weight of the grey thumbnail against the gradie
 
 @dataclass(frozen=True)
 class Found:
-    pairs: pd.DataFrame       # flagged pairs, PAIR_COLUMNS, sorted by score (exact first)
-    best_score: np.ndarray    # (n_query,) float32 best near-duplicate score of each query (1 for an exact copy)
-    best_ref: np.ndarray      # (n_query,) int64 reference index of that best score
+    pairs: pd.DataFrame       # flagged pairs, PAIR_COLUMNS, by score (highest first), then query_idx, ref_idx;
+                              # exact pairs score 1, and a near pair can tie with them at 1
+    best_score: np.ndarray    # (n_query,) float32 best near-duplicate score of each query (1 for an exact copy,
+                              # 0 when nothing was scored, e.g. exact_only)
+    best_ref: np.ndarray      # (n_query,) int64 reference index of that best score (-1 when none)
     seconds: float            # wall time of the search
 
 
@@ -91,11 +97,13 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 
 
 def _retrieval_descriptor(x_uint8: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """(n, 32, 32, 3) uint8 -> (n, 192) float32 unit rows, tolerant to shifts of a few pixels.
+    """(n, 32, 32, 3) uint8 -> (n, 64 + 16 * N_ORIENT) = (n, 192) float32 zero-mean unit rows, tolerant to
+    shifts of a few pixels.
 
-    A blurred 8x8 grey thumbnail (64) and a 4x4 grid of overlapping cells, each holding a
-    histogram of unsigned gradient orientations (8 soft bins, square-rooted: 128), each part
-    mean/contrast-normalised; the thumbnail weighs half as much as the histograms.
+    From the grey image at 16x16: a blurred 8x8 thumbnail (3x3 mean, stride 2: 64) and a 4x4
+    grid of overlapping 6x6 cells, each holding a histogram of unsigned gradient orientations
+    (N_ORIENT soft bins, square-rooted: 128), each part mean/contrast-normalised; the thumbnail
+    weighs THUMB_WEIGHT (half) as much as the histograms.
     """
     # orientation bins live on the doubled angle, so a gradient and its opposite fall in the same bin
     phis = np.arange(N_ORIENT) * 2 * np.pi / N_ORIENT
@@ -117,10 +125,10 @@ def _retrieval_descriptor(x_uint8: torch.Tensor, chunk: int = 4096) -> torch.Ten
 def _area_map(*, zoom: float, offset: float, n_out: int = 16) -> torch.Tensor:
     """(n_out, 32) linear map of one image axis: 32 pixels -> n_out cells of 2 pixels, zoomed about the centre.
 
-    Output cell j spans [2j, 2j + 2] in the 32-pixel frame of the zoomed image, i.e.
-    [16 + (2j + offset - 16) / zoom, ...] in the source; each source pixel weighs by its overlap
-    (area resampling). zoom > 1 magnifies (a central crop), zoom < 1 shrinks; sources past the
-    border repeat the edge pixel.
+    Output cell j spans [2j + offset, 2j + 2 + offset] in the 32-pixel frame of the zoomed image,
+    i.e. [16 + (2j + offset - 16) / zoom, 16 + (2j + 2 + offset - 16) / zoom] in the source;
+    each source pixel weighs by its overlap (area resampling). zoom > 1 magnifies (a central
+    crop), zoom < 1 shrinks; sources past the border repeat the edge pixel.
     """
     m = np.zeros((n_out, 32))
     for j in range(n_out):
@@ -137,7 +145,10 @@ def _resample(g: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
 
 
 def _query_maps() -> torch.Tensor:
-    """(4, 16, 32): the whole image halved, moved by 0 or 1 pixel along each axis (phases)."""
+    """(2, 16, 32): axis maps halving the whole image, moved by 0 or 1 pixel (phases).
+
+    _query_views applies them to rows and columns: 2 x 2 = 4 phases.
+    """
     return torch.stack([_area_map(zoom=1.0, offset=d) for d in (0, 1)])
 
 
@@ -249,9 +260,13 @@ def score_pairs(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | torch
 
 def candidates(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set: bool = False,
                query_block: int = 2048, ref_block: int = 16384, progress: bool = True) -> np.ndarray:
-    """(n_query, top_k) int64: the reference images nearest each query by the retrieval descriptor.
+    """(n_query, min(top_k, n_ref)) int64: the reference images nearest each query by the retrieval
+    descriptor, nearest first.
 
-    Memory: one (query_block, ref_block) float32 similarity block at a time.
+    same_set: x_query is x_ref; a query's own row ranks below every other row, and
+    min(top_k + 1, n_ref) columns are returned.
+    Memory: the reference descriptors, (n_ref, 192) float32, and one (query_block, ref_block)
+    float32 similarity block at a time.
     """
     d_ref = _retrieval_descriptor(torch.as_tensor(x_ref))     # (n_ref, 192)
     n_q = len(x_query)
@@ -325,125 +340,3 @@ def find(*, x_query: np.ndarray, x_ref: np.ndarray, near_threshold: float, revie
     pairs = pairs.astype({"query_idx": np.int64, "ref_idx": np.int64, "score": np.float64})
     pairs = pairs.sort_values(["score", "query_idx", "ref_idx"], ascending=[False, True, True], ignore_index=True)
     return Found(pairs=pairs, best_score=best_score, best_ref=best_ref, seconds=time.perf_counter() - t0)
-
-
-# ---------------------------------------------------------------- planted duplicates (ground truth)
-
-PLANT_KINDS = ("exact", "shift", "crop", "colour", "jpeg")
-
-
-def _shift(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Shift by 1-4 pixels (the larger of |dx|, |dy|) in a random direction; the border is reflected."""
-    d = int(rng.integers(1, 5))
-    dx, dy = int(rng.integers(-d, d + 1)), int(rng.integers(-d, d + 1))
-    if rng.random() < 0.5:
-        dx = d * (1 if rng.random() < 0.5 else -1)
-    else:
-        dy = d * (1 if rng.random() < 0.5 else -1)
-    p = np.pad(img, ((4, 4), (4, 4), (0, 0)), mode="reflect")
-    return np.ascontiguousarray(p[4 + dy:36 + dy, 4 + dx:36 + dx])
-
-
-def _crop(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A crop of 0.8-0.95 of the side at a random position, rescaled to 32x32 (bicubic)."""
-    c = int(round(32 * rng.uniform(0.8, 0.95)))
-    x0, y0 = int(rng.integers(0, 32 - c + 1)), int(rng.integers(0, 32 - c + 1))
-    return np.asarray(Image.fromarray(img[y0:y0 + c, x0:x0 + c]).resize((32, 32), Image.BICUBIC))
-
-
-def _colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Brightness and contrast x0.7-1.3 and a hue rotation of up to +-0.1 turn (36 degrees)."""
-    im = Image.fromarray(img)
-    im = ImageEnhance.Brightness(im).enhance(rng.uniform(0.7, 1.3))
-    im = ImageEnhance.Contrast(im).enhance(rng.uniform(0.7, 1.3))
-    hsv = np.asarray(im.convert("HSV")).copy()
-    hsv[..., 0] = (hsv[..., 0].astype(np.int64) + int(round(255 * rng.uniform(-0.1, 0.1)))) % 256
-    return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))
-
-
-def _jpeg(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """JPEG re-compression at quality 30-90 (PIL)."""
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=int(rng.integers(30, 91)))
-    buf.seek(0)
-    return np.asarray(Image.open(buf).convert("RGB"))
-
-
-def plant(*, x: np.ndarray, kinds: list[str] | np.ndarray, seed: int) -> np.ndarray:
-    """(n, 32, 32, 3) uint8 copies of x, image i changed by transformation kinds[i] (PLANT_KINDS)."""
-    rng = np.random.default_rng([seed, 0xD0B])
-    make = {"exact": lambda im, _: im.copy(), "shift": _shift, "crop": _crop, "colour": _colour, "jpeg": _jpeg}
-    unknown = set(kinds) - set(make)
-    if unknown:
-        raise ValueError(f"unknown planted kinds {sorted(unknown)} (known: {', '.join(PLANT_KINDS)})")
-    return np.stack([make[k](img, rng) for img, k in zip(x, kinds)]).astype(np.uint8)
-
-
-@dataclass(frozen=True)
-class PlantedSet:
-    x_query: np.ndarray     # (n_query, 32, 32, 3) uint8: transformed held-out images
-    x_ref: np.ndarray       # (n_ref, 32, 32, 3) uint8: reference images, the originals of the positives among them
-    kind: np.ndarray        # (n_query,) str: transformation applied to each query
-    true_ref: np.ndarray    # (n_query,) int64: reference index of the query's original, -1 for negatives
-
-
-def planted_set(*, x_pool: np.ndarray, n_ref: int, n_positive_per_kind: int, n_negative_per_kind: int,
-                seed: int, clean_threshold: float | None = None, top_k: int = 16) -> PlantedSet:
-    """Ground truth from real images: `n_ref` reference images and held-out images, all distinct rows of x_pool.
-
-    Positives: a held-out image's original is inserted into the reference set at a random row,
-    the query is its transformed copy. Negatives: transformed held-out images whose original is
-    not in the reference set (their true answer is "no duplicate").
-    clean_threshold: real images repeat in CIFAR; when given, the drawn images are first
-    searched against each other and every image in a pair scoring at or above it is
-    replaced, so that an unplanted real duplicate is not counted as a false positive.
-    """
-    rng = np.random.default_rng([seed, 0x91A7])
-    n_kinds = len(PLANT_KINDS)
-    n_pos, n_neg = n_positive_per_kind * n_kinds, n_negative_per_kind * n_kinds
-    n_need = n_ref + n_pos + n_neg
-    rows = rng.permutation(len(x_pool))
-    if clean_threshold is not None:
-        drawn = rows[:min(len(rows), int(n_need * 1.3) + 100)]
-        f = find(x_query=x_pool[drawn], x_ref=x_pool[drawn], near_threshold=1.0, review_threshold=clean_threshold,
-                 top_k=top_k, same_set=True, progress=False)
-        bad = np.zeros(len(drawn), bool)
-        bad[f.pairs["query_idx"].to_numpy()] = True
-        bad[f.pairs["ref_idx"].to_numpy()] = True
-        rows = drawn[~bad]
-    rows = rows[:n_need]
-    if len(rows) < n_need:
-        raise ValueError(f"x_pool has {len(rows)} usable images, {n_need} needed")
-    base, pos, neg = rows[:n_ref], rows[n_ref:n_ref + n_pos], rows[n_ref + n_pos:]
-    kind = np.array([k for k in PLANT_KINDS for _ in range(n_positive_per_kind)]
-                    + [k for k in PLANT_KINDS for _ in range(n_negative_per_kind)])
-    ref_rows = np.concatenate([base, pos])
-    order = rng.permutation(len(ref_rows))                  # positives at random rows of the reference set
-    where = np.empty(len(ref_rows), np.int64)
-    where[order] = np.arange(len(ref_rows))
-    true_ref = np.concatenate([where[n_ref:], np.full(n_neg, -1, np.int64)])
-    x_query = plant(x=x_pool[np.concatenate([pos, neg])], kinds=kind, seed=seed)
-    return PlantedSet(x_query=x_query, x_ref=x_pool[ref_rows[order]], kind=kind, true_ref=true_ref)
-
-
-def planted_quality(*, planted: PlantedSet, pairs: pd.DataFrame, kinds: tuple[str, ...] = ("exact", "near"),
-                    ) -> pd.DataFrame:
-    """Precision and recall per planted kind of the pairs flagged with a kind in `kinds`.
-
-    A flagged pair is correct when it links a query to its own original. Recall: positives whose
-    original is flagged; precision: flagged pairs that are correct (pairs of negatives count as false).
-    """
-    hit = pairs[pairs["kind"].isin(kinds)]
-    q, r = hit["query_idx"].to_numpy(), hit["ref_idx"].to_numpy()
-    correct = planted.true_ref[q] == r
-    rows = []
-    for k in (*PLANT_KINDS, "all"):
-        in_k = np.ones(len(planted.kind), bool) if k == "all" else planted.kind == k
-        n_pos = int((in_k & (planted.true_ref >= 0)).sum())
-        flagged_k = in_k[q]
-        tp = int((correct & flagged_k).sum())
-        n_flag = int(flagged_k.sum())
-        rows.append(dict(kind=k, positives=n_pos, flagged=n_flag, true_pos=tp,
-                         precision=tp / n_flag if n_flag else float("nan"),
-                         recall=tp / n_pos if n_pos else float("nan")))
-    return pd.DataFrame(rows)

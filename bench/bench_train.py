@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("CIFAR_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared/data/cifar100-resplit"))
 
 import numpy as np
 import torch
@@ -189,7 +188,7 @@ def main(params_name: str = "quick") -> None:
     hp = train.HParams.from_params(P)
     idx = np.flatnonzero(np.random.default_rng(0).random(n) < P.subset_ratio)
     r = train.train_model(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test,
-                          idx_train=idx, n_classes=ds.n_classes, seed=0, hp=hp, device="cpu", threads=1)
+                          train_idx=idx, n_classes=ds.n_classes, seed=0, hp=hp, device="cpu", threads=1)
     per_model = r["seconds"]
     cores = train.default_threads()
     est = P.n_subset_models * per_model / cores

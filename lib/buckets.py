@@ -179,22 +179,25 @@ _PAPER_ROWS = [
 _PAPER_MEAN_MEM = {"Leakage+Shift": 0.74, "Memorized": 0.83}
 
 
+PAIRS_OF_POINTS = "high-influence pairs of those points"
+
+
 def paper_comparison(variants: dict[str, tuple[dict[str, int], pd.DataFrame]]) -> pd.DataFrame:
     """The paper's section 5.1-5.2 numbers beside ours.
 
     variants: name -> (count_table, summary) of one way of building the buckets; each gives a
-    column in unique points and one in high-influence pairs.
+    column in unique points and one with the high-influence pairs of those points.
     """
     rows = []
     for label, paper, k_points, k_pairs in _PAPER_ROWS:
         row = {"quantity": label, "paper": str(paper)}
         for name, (counts, _) in variants.items():
-            row[f"{name}: points"], row[f"{name}: pairs"] = str(counts[k_points]), str(counts[k_pairs])
+            row[f"{name}: points"], row[f"{name}: {PAIRS_OF_POINTS}"] = str(counts[k_points]), str(counts[k_pairs])
         rows.append(row)
     for bucket, paper in _PAPER_MEAN_MEM.items():
         row = {"quantity": f"mean memorization, {bucket}", "paper": f"{paper:.2f}"}
         for name, (_, summ) in variants.items():
-            row[f"{name}: points"], row[f"{name}: pairs"] = f"{summ.loc[bucket, 'mean_mem']:.3f}", ""
+            row[f"{name}: points"], row[f"{name}: {PAIRS_OF_POINTS}"] = f"{summ.loc[bucket, 'mean_mem']:.3f}", ""
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -28,6 +28,8 @@ def execute(params_name: str, notebook: Path, *, extra: dict | None = None) -> P
     p = params_mod.load(params_name)
     params_mod.resolve_device(p)
     notebook = Path(notebook).resolve()
+    if not notebook.is_file():  # before anything is deleted
+        raise params_mod.ParamsError(f"{notebook}: no such notebook")
     run = RunFolder.of(p)
     run.root.mkdir(parents=True, exist_ok=True)
     p.fig_dir.mkdir(parents=True, exist_ok=True)
@@ -37,6 +39,7 @@ def execute(params_name: str, notebook: Path, *, extra: dict | None = None) -> P
     failed = out.with_suffix(".failed.ipynb")
     out.unlink(missing_ok=True)
     failed.unlink(missing_ok=True)
+    clear_step_figures(p.fig_dir, notebook.name)
     try:
         papermill.execute_notebook(
             str(notebook), str(partial), parameters={"params_name": params_name, **(extra or {})},
@@ -54,6 +57,17 @@ def execute(params_name: str, notebook: Path, *, extra: dict | None = None) -> P
     return out
 
 
+def clear_step_figures(fig_dir: Path, notebook_name: str) -> list[Path]:
+    """Remove figures/<params>/NN_* of step NN before it runs, so no page of an older run survives it."""
+    prefix = notebook_name[:3]  # "03_"
+    if not (len(prefix) == 3 and prefix[:2].isdigit() and prefix[2] == "_"):
+        return []
+    gone = sorted(Path(fig_dir).glob(f"{prefix}*"))
+    for f in gone:
+        f.unlink()
+    return gone
+
+
 def write_index(p: params_mod.Params) -> Path:
     """figures/<params>/index.html: the executed notebooks in order, with the scale stated."""
     pages = sorted(p.fig_dir.glob("[0-9][0-9]_*.html"))
@@ -61,13 +75,27 @@ def write_index(p: params_mod.Params) -> Path:
              f"train/class {p.n_train_per_class or 'all'}, model {p.model}, {p.epochs} epochs, "
              f"{p.n_subset_models} subset models, {p.n_retrain_models} models per retraining condition, "
              f"mode {p.mode}")
+    if not p.trains:
+        scale = (f"mode {p.mode}, no model trained: FZ's released high-influence pairs and ciFAIR's duplicate lists "
+                 f"on the full {p.dataset}")
     warn = "" if p.paper_scale or not p.trains else (
         "<p><b>Not the paper's scale.</b> Numbers here come from a reduced CPU parameter set; "
         "they show the method working and must not be compared with the paper's values.</p>")
     items = "\n".join(f'<li><a href="{html.escape(x.name)}">{html.escape(x.stem)}</a></li>' for x in pages)
+    sheets = {}
+    for f in sorted(p.fig_dir.glob("[0-9][0-9]_*_[0-9][0-9]*.png")):
+        sheets.setdefault(f.stem.rsplit("_", 1)[0], []).append(f.name)
+    review = "\n".join(
+        f'<li>{html.escape(stem)}: {len(files)} page(s): '
+        + " ".join(f'<a href="{html.escape(n)}">{i + 1}</a>' for i, n in enumerate(files)) + "</li>"
+        for stem, files in sheets.items())
+    tables = "\n".join(f'<li><a href="{n}">{n}</a></li>' for n in ("duplicates.csv", "groups.csv", "review_pages.csv")
+                       if (p.fig_dir / n).is_file())
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>Report: {p.name}</title></head><body>"
            f"<h1>Is memorization actually necessary? Report for parameter set <code>{p.name}</code></h1>"
-           f"<p>Scale: {html.escape(scale)}.</p>{warn}<ol>{items}</ol></body></html>")
+           f"<p>Scale: {html.escape(scale)}.</p>{warn}<h2>Notebooks</h2><ol>{items}</ol>"
+           + (f"<h2>Review sheets</h2><ul>{review}</ul>" if review else "")
+           + (f"<h2>What a reviewer decides on</h2><ul>{tables}</ul>" if tables else "") + "</body></html>")
     path = p.fig_dir / "index.html"
     path.write_text(doc)
     return path

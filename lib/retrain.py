@@ -175,7 +175,7 @@ def run_condition(*, P: params_mod.Params, ds, planned: Planned, device: str, id
 
     def train_fn(i: int, m: np.ndarray) -> dict:
         return train.train_model(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test,
-                                 idx_train=np.flatnonzero(m), n_classes=ds.n_classes,
+                                 train_idx=np.flatnonzero(m), n_classes=ds.n_classes,
                                  seed=model_seed(seed=P.seed, condition=name, i=i), hp=hp, device=device,
                                  threads=1 if device == "cpu" else None)
 

@@ -174,6 +174,15 @@ class RunFolder:
         with np.load(self._need("buckets"), allow_pickle=False) as z:
             return Buckets(**{f.name: z[f.name] for f in fields(Buckets)})
 
+    def copy_to_report(self, artifact: str, fig_dir: Path | str) -> Path:
+        """Put a reviewable table (duplicates | groups) beside the report's pages, under the same name."""
+        import shutil
+
+        dst = Path(fig_dir) / self.filename(artifact)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._need(artifact), dst)
+        return dst
+
     # ------------------------------------------------------------ result tables (06)
     def write_table(self, name: str, table: pd.DataFrame) -> Path:
         path = self._new("tables", f"{name}.csv")

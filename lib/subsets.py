@@ -93,7 +93,7 @@ def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = 
 
     def train_fn(i: int, mask: np.ndarray) -> dict:
         return train_model(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test,
-                           idx_train=np.flatnonzero(mask), n_classes=ds.n_classes,
+                           train_idx=np.flatnonzero(mask), n_classes=ds.n_classes,
                            seed=model_seed(seed=P.seed, model_id=i), hp=hp, device=device,
                            progress=progress and hp.epochs * n_train > 200_000, ffcv_paths=ffcv_paths,
                            threads=1 if device == "cpu" else None)

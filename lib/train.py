@@ -2,7 +2,7 @@
 
 The whole loop, top to bottom:
   1. data: the training set is one uint8 tensor on the device, padded once by 4 pixels;
-     a subset is an index into it (`idx_train`), never a copy;
+     a subset is an index into it (`train_idx`), never a copy;
   2. an epoch is a seeded `randperm` of the subset sliced into batches; augmentation
      (random 32x32 crop of the padded image + horizontal flip) is one gather per batch;
   3. SGD with momentum (optionally Nesterov), weight decay, label smoothing and a
@@ -142,23 +142,23 @@ def evaluate(model: torch.nn.Module, batches, *, n: int, device: str, mean, std
 
 # ---------------------------------------------------------------- 3-4. training
 def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                idx_train: np.ndarray, n_classes: int, seed: int, hp: HParams, device: str,
+                train_idx: np.ndarray, n_classes: int, seed: int, hp: HParams, device: str,
                 progress: bool = False, ffcv_paths: dict | None = None, threads: int | None = None) -> dict:
-    """Train hp.model on rows idx_train of x_train; score every row of x_train and x_test.
+    """Train hp.model on rows train_idx of x_train; score every row of x_train and x_test.
 
-    x_train  # (n_train, 32, 32, 3) uint8;  idx_train  # (n_sub,) int64 rows to train on
+    x_train  # (n_train, 32, 32, 3) uint8;  train_idx  # (n_sub,) int64 rows to train on
     ffcv_paths: {"train": .beton of (x_train, y_train), "test": .beton of (x_test, y_test)} for
     hp.loader == "ffcv"; None writes them to the default cache (lib/ffcv_loader.py).
     threads: torch CPU threads (default: all cores of this process); fixed so reruns agree.
     Returns train_correct / train_margin (n_train,), test_correct / test_margin (n_test,),
-    test_acc, train_acc (on idx_train), curve (epochs,) float32 test accuracy after each epoch, seconds.
+    test_acc, train_acc (on train_idx), curve (epochs,) float32 test accuracy after each epoch, seconds.
     """
     t_start = time.perf_counter()
     threads = threads or default_threads()
     on_gpu = device.startswith("cuda")
     if not on_gpu:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    idx_train = torch.as_tensor(np.asarray(idx_train, dtype=np.int64))
+    train_idx = torch.as_tensor(np.asarray(train_idx, dtype=np.int64))
     n_train, n_test = len(x_train), len(x_test)
     generator = torch.Generator().manual_seed(int(seed))  # every random choice of this model
 
@@ -178,7 +178,7 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
         from . import ffcv_loader
         if ffcv_paths is None:
             ffcv_paths = ffcv_loader.write_betons(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-        train_loader = ffcv_loader.train_loader(ffcv_paths["train"], idx=idx_train.numpy(),
+        train_loader = ffcv_loader.train_loader(ffcv_paths["train"], idx=train_idx.numpy(),
                                                 batch_size=hp.batch_size, seed=int(seed) % 2**31,
                                                 device=device, threads=threads, pad=PAD)
         eval_loaders = {part: ffcv_loader.eval_loader(ffcv_paths[part], batch_size=hp.eval_batch_size,
@@ -188,7 +188,7 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
         eval_batches = lambda part: iter(eval_loaders[part])  # noqa: E731
     elif hp.loader == "tensor":
         x_pad = pad_images(xt_train)
-        train_batches = lambda: augmented_batches(x_pad, yt_train, idx_train,  # noqa: E731
+        train_batches = lambda: augmented_batches(x_pad, yt_train, train_idx,  # noqa: E731
                                                   batch_size=hp.batch_size, generator=generator)
         data = {"train": (xt_train, yt_train), "test": (xt_test, yt_test)}
         eval_batches = lambda part: ordered_batches(*data[part], batch_size=hp.eval_batch_size)  # noqa: E731
@@ -199,7 +199,7 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=hp.momentum, nesterov=hp.nesterov,
                                 weight_decay=hp.weight_decay)
-    steps_per_epoch = math.ceil(len(idx_train) / hp.batch_size)
+    steps_per_epoch = math.ceil(len(train_idx) / hp.batch_size)
     curve = np.zeros(hp.epochs, dtype=np.float32)
     epochs = range(hp.epochs)
     if progress:
@@ -235,7 +235,7 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
         test_correct=test_correct,    # (n_test,) bool, after the last epoch
         test_margin=test_margin,      # (n_test,) float16
         test_acc=float(test_correct.mean()),
-        train_acc=float(train_correct[idx_train.numpy()].mean()),
+        train_acc=float(train_correct[train_idx.numpy()].mean()),
         curve=curve,                  # (epochs,) float32
         seconds=time.perf_counter() - t_start,
     )

@@ -47,7 +47,7 @@ def test_prepare_data_on_smoke_makes_its_figures():
         assert (p.fig_dir / f).stat().st_size > 1000, f
     assert "00_prepare_data.html" in (p.fig_dir / "index.html").read_text()
     text = out.read_text()
-    assert "NOT the official" in text and "test_with_train_copy" in text
+    assert "verdict 'official content'" in text and "test_with_train_copy" in text
     assert (p.run_dir / "params.resolved.yaml").is_file()
 
 
@@ -66,3 +66,22 @@ def test_failed_step_leaves_no_executed_notebook(tmp_path, monkeypatch):
     assert not (p.run_dir / "99_fail.ipynb").exists()
     assert (p.run_dir / "99_fail.failed.ipynb").is_file()
     (p.run_dir / "99_fail.failed.ipynb").unlink()
+
+
+def test_a_step_removes_its_own_old_figures_only(tmp_path):
+    for name in ("04_groups_03.png", "04_buckets.png", "03_exact_00.png", "table2.md", "04x.png"):
+        (tmp_path / name).write_text("old")
+    gone = pipeline.clear_step_figures(tmp_path, "04_subpopulations.ipynb")
+    assert sorted(p.name for p in gone) == ["04_buckets.png", "04_groups_03.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["03_exact_00.png", "04x.png", "table2.md"]
+
+
+def test_a_mistyped_notebook_deletes_nothing(tmp_path):
+    p = params.load("smoke")
+    p.fig_dir.mkdir(parents=True, exist_ok=True)
+    keep = p.fig_dir / "07_keep_me.png"
+    keep.write_text("x")
+    with pytest.raises(params.ParamsError, match="no such notebook"):
+        pipeline.execute("smoke", ROOT / "notebooks" / "07_typo.ipynb")
+    assert keep.is_file()
+    keep.unlink()

@@ -121,7 +121,7 @@ def test_paper_table_puts_our_counts_beside_the_papers(released, built):
     table = buckets.paper_comparison({"ours": (counts, summ)})
     row = table.set_index("quantity").loc["Memorized bucket"]
     assert row["paper"] == "499" and row["ours: points"] == str(len(b.memorized_bucket_idx))
-    assert table.set_index("quantity").loc["released set ('1,015 memorized points')", "ours: pairs"] == "1015"
+    assert table.set_index("quantity").loc["released set ('1,015 memorized points')", f"ours: {buckets.PAIRS_OF_POINTS}"] == "1015"
     # the markdown table reads back to the DataFrame: header, then every cell of every row
     lines = render.markdown(table, index=False).splitlines()
     cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]

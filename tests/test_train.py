@@ -70,7 +70,7 @@ def _smoke_hp(smoke, **kw):
 def test_small_model_beats_chance_on_smoke_and_is_deterministic(smoke, smoke_data):
     ds = smoke_data
     idx = np.arange(0, len(ds.x_train), 2)[:400]  # a subset: every other row
-    kw = dict(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test, idx_train=idx,
+    kw = dict(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test, train_idx=idx,
               n_classes=ds.n_classes, hp=_smoke_hp(smoke), device="cpu", threads=1)
     r = train_model(seed=3, **kw)
     chance = 1 / ds.n_classes
@@ -107,7 +107,7 @@ def test_ffcv_backend_trains_to_comparable_accuracy(smoke, smoke_data, tmp_path)
     idx = np.arange(len(ds.x_train))
     accs = {}
     for loader in ("tensor", "ffcv"):
-        r = train_model(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test, idx_train=idx,
+        r = train_model(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test, train_idx=idx,
                         n_classes=ds.n_classes, seed=0, hp=_smoke_hp(smoke, loader=loader, epochs=6), device="cpu",
                         threads=1, ffcv_paths=paths)
         accs[loader] = r["test_acc"]

@@ -61,8 +61,9 @@ $(foreach i,$(shell seq 1 $(words $(NOTEBOOKS))),$(eval $(call STEP,$(word $(i),
 test: $(ENV_STAMP) | $(OFFICIAL_CIFAR)
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && { echo "pytest collected no tests"; exit 1; }; exit $$rc
 
+# JupyterLab at the repository root, on 127.0.0.1 with a token (jupyter/jupyter_server_config.py; README: Security).
 lab: $(ENV_STAMP)
-	$(PY) -m jupyter lab --notebook-dir=notebooks
+	$(PY) -m jupyter lab --config=$(CURDIR)/jupyter/jupyter_server_config.py$(if $(filter 0,$(shell id -u)), --allow-root)
 
 bench: $(ENV_STAMP)
 	@for b in $(sort $(wildcard bench/bench_*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import itertools
 import os
 import pickle
@@ -202,14 +203,82 @@ def download(dataset: str, root: Path, timeout: float = 60) -> Path:
     return root / src["folder"]
 
 
-def _read(path: Path) -> tuple[dict, str]:
-    """One pickle file, unpickled, and the md5 of its bytes (the file is read once)."""
-    raw = Path(path).read_bytes()
+# The only globals a CIFAR pickle may name: numpy arrays and dtypes through their reconstruct
+# functions (numpy >= 2 writes numpy._core, numpy 1 and the official Python 2 files numpy.core),
+# and, for bytes written by Python 3 at protocol <= 2, codecs' latin-1 encode. Anything else (os.system,
+# builtins.eval, subprocess, ...) is refused before it is called: an unpickled file can build data, never
+# run code. Found with pickletools on the official archive's files, the official-order copy built by
+# ../shared/data/cifar100/build.py (protocol 4) and pickles of the same dicts at protocols 0-5.
+def _safe_globals() -> dict[tuple[str, str], object]:
+    core = getattr(np, "_core", None) or np.core  # numpy 2 | numpy 1 (avoids numpy 2's deprecated alias)
+    reconstruct, frombuffer = core.multiarray._reconstruct, core.numeric._frombuffer
+
+    def latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+        # how Python 3 writes bytes at protocol <= 2: _codecs.encode(bytes.decode("latin1"), "latin1")
+        if encoding.replace("_", "-").lower() not in ("latin1", "latin-1"):
+            raise _RefusedGlobal(f"_codecs.encode with encoding {encoding!r}")
+        return text.encode("latin1")
+
+    out = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): latin1_encode}
+    for mod in ("numpy.core", "numpy._core"):
+        out[(f"{mod}.multiarray", "_reconstruct")] = reconstruct   # protocols 0-4
+        out[(f"{mod}.numeric", "_frombuffer")] = frombuffer       # protocol 5
+    return out
+
+
+_SAFE_GLOBALS = _safe_globals()
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """pickle.Unpickler (the C one) that resolves only `_SAFE_GLOBALS` and never imports anything."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _SAFE_GLOBALS[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(f"{module}.{name}") from None
+
+    def persistent_load(self, pid):
+        raise _RefusedGlobal(f"persistent id {pid!r}")
+
+
+def _str_keys(obj):
+    """Dict keys and lists of names that are bytes, as str.
+
+    The official files are Python 2 pickles: read with encoding="latin1" (as here) their strings come back
+    as str, but a copy re-pickled by Python 3 from an encoding="bytes" read has b'data', b'fine_labels', ...
+    """
+    if isinstance(obj, dict):
+        return {(k.decode("latin1") if isinstance(k, bytes) else k): _str_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list) and obj and all(isinstance(v, bytes) for v in obj):
+        return [v.decode("latin1") for v in obj]  # fine_label_names, filenames
+    return obj
+
+
+def safe_unpickle(raw: bytes, path: Path | str) -> dict:
+    """A CIFAR pickle's dict, read with `_CifarUnpickler`; anything else raises DataError naming `path`."""
     try:
-        blob = pickle.loads(raw, encoding="latin1")
+        blob = _CifarUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except _RefusedGlobal as e:
+        raise DataError(f"{path}: refused to unpickle {e.name} (a CIFAR file holds only dicts, lists, strings, "
+                        "numbers and numpy arrays); the file may have been tampered with, nothing was run") from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
         raise DataError(f"{path}: not a CIFAR pickle ({type(e).__name__}: {e})") from None
-    return blob, hashlib.md5(raw).hexdigest()
+    if not isinstance(blob, dict):
+        raise DataError(f"{path}: not a CIFAR pickle (holds a {type(blob).__name__}, not a dict)")
+    return _str_keys(blob)
+
+
+def _read(path: Path) -> tuple[dict, str]:
+    """One pickle file, unpickled safely (`safe_unpickle`), and the md5 of its bytes (the file is read once)."""
+    raw = Path(path).read_bytes()
+    return safe_unpickle(raw, path), hashlib.md5(raw).hexdigest()
 
 
 def _to_nhwc(flat: np.ndarray) -> np.ndarray:

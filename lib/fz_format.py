@@ -149,7 +149,7 @@ class InflMatrix:
 
 def read_infl_matrix(path: Path | str) -> InflMatrix:
     """FZ's cifar100_infl_matrix.npz (or a file in its layout)."""
-    with np.load(path) as f:
+    with np.load(path, allow_pickle=False) as f:
         missing = sorted({"tr_mem", "tr_labels", "tt_labels"} - set(f.files))
         if missing:
             raise FormatError(f"{path}: not an FZ influence-matrix file, lacks {missing}")

@@ -23,7 +23,6 @@ NOTEBOOKS = params_mod.ROOT / "notebooks"
 def execute(params_name: str, notebook: Path, *, extra: dict | None = None) -> Path:
     import nbformat
     import papermill
-    from nbconvert import HTMLExporter
 
     p = params_mod.load(params_name)
     params_mod.resolve_device(p)
@@ -50,11 +49,40 @@ def execute(params_name: str, notebook: Path, *, extra: dict | None = None) -> P
             os.replace(partial, failed)
         print(f"{notebook.name} failed; the executed copy is {failed}", file=sys.stderr)
         raise
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(partial, as_version=4))
-    (p.fig_dir / notebook.with_suffix(".html").name).write_text(body)
+    export_html(nbformat.read(partial, as_version=4), p.fig_dir / notebook.with_suffix(".html").name)
     os.replace(partial, out)
     write_index(p)
     return out
+
+
+# nbconvert's lab template with every remote load taken out: require.js and MathJax (cdnjs), mermaid
+# (cdnjs, imported when a diagram is present) and the jupyter-widgets renderer (unpkg). The CSS is inlined
+# and matplotlib figures are embedded as data: URIs, so an export opens offline, loading nothing.
+# Math in markdown then shows as TeX source; widgets show their text fallback.
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+"""
+
+
+def html_exporter():
+    """nbconvert's HTMLExporter (lab template) that references nothing remote (see OFFLINE_TEMPLATE)."""
+    from nbconvert import HTMLExporter
+
+    # The URLs are emptied too, so a block nbconvert may add later cannot bring them back.
+    return HTMLExporter(template_name="lab", raw_template=OFFLINE_TEMPLATE, require_js_url="", mathjax_url="",
+                        mermaid_js_url="", mermaid_layout_elk_js_url="", jupyter_widgets_base_url="",
+                        widget_renderer_url="")
+
+
+def export_html(nb, path: Path) -> Path:
+    """Write the executed notebook `nb` (an nbformat node) as a self-contained HTML page at `path`."""
+    body, _ = html_exporter().from_notebook_node(nb)
+    path = Path(path)
+    path.write_text(body)
+    return path
 
 
 def clear_step_figures(fig_dir: Path, notebook_name: str) -> list[Path]:

@@ -57,7 +57,7 @@ class Store:
         self.signature = signature
         self.names = list(layout)
         for name in self.names:
-            setattr(self, name, np.load(self.path / f"{name}.npy", mmap_mode="r+"))
+            setattr(self, name, np.load(self.path / f"{name}.npy", mmap_mode="r+", allow_pickle=False))
 
     @property
     def n_models(self) -> int:

@@ -1,22 +1,22 @@
 """Retraining conditions: removal sets, masks, controls, seeds, test subsets, resume."""
-import zlib
-
 import numpy as np
 import pytest
 
-from lib import params, retrain
+from lib import params, retrain, tables
+from lib.buckets import Buckets
 
 N_TRAIN, N_TEST = 60, 30
 
 
-def _buckets():
+def _buckets(**changes) -> Buckets:
     # memorized = 10 points; Leakage+Shift = 4 of them, Memorized bucket = the other 6
     mem = np.array([1, 3, 5, 8, 13, 21, 34, 40, 50, 55])
     ls = np.array([3, 13, 40, 55])
-    return {"memorized_idx": mem, "leakage_shift_idx": ls, "memorized_bucket_idx": np.setdiff1d(mem, ls),
-            "cause": np.array(["exact", "near", "subpop", "subpop"]), "duplicate_test_idx": np.array([2, 7]),
-            "influenced_test_idx_leakage": np.array([2, 7, 11, 12]),
-            "influenced_test_idx_memorized": np.array([12, 20])}
+    fields = dict(memorized_idx=mem, leakage_shift_idx=ls, memorized_bucket_idx=np.setdiff1d(mem, ls),
+                  cause=np.array(["exact", "near", "subpop", "subpop"]), duplicate_test_idx=np.array([2, 7]),
+                  influenced_test_idx_leakage=np.array([2, 7, 11, 12]),
+                  influenced_test_idx_memorized=np.array([12, 20]))
+    return Buckets(**{**fields, **changes})
 
 
 @pytest.fixture
@@ -54,8 +54,7 @@ def test_plan_sizes_and_weight_decay(P):
 
 
 def test_plan_skips_empty_removals_and_their_controls(P):
-    b = _buckets()
-    b["leakage_shift_idx"] = np.zeros(0, np.int64)
+    b = _buckets(leakage_shift_idx=np.zeros(0, np.int64), cause=np.zeros(0, str))
     names = {p.condition.name for p in retrain.plan(P=P, buckets=b)}
     assert "minus_leakage_shift_wd" not in names and "random_for_minus_leakage_shift_wd" not in names
     assert len(names) == 8
@@ -91,29 +90,81 @@ def test_random_control_masks_seeded_sized_and_varying(P):
     assert removed_any.all()
 
 
-def test_model_seeds_differ_by_condition_and_id_and_are_stable():
-    s = retrain.model_seed(seed=0, condition="full_wd", i=0)
-    assert s == retrain.model_seed(seed=0, condition="full_wd", i=0)
-    assert len({s, retrain.model_seed(seed=0, condition="full_wd", i=1),
-                retrain.model_seed(seed=0, condition="full_nowd", i=0),
-                retrain.model_seed(seed=1, condition="full_wd", i=0)}) == 4
-    # a pure function of (seed, condition, i): fixed across processes (crc32, not Python's salted hash)
-    assert s == int(np.random.SeedSequence([0, zlib.crc32(b"full_wd"), 0, 0]).generate_state(1, np.uint32)[0])
+# Computed in this process and in fresh interpreters with other PYTHONHASHSEED values: a seed or
+# mask that depended on Python's salted str hash, the process id, the clock or global RNG state
+# would differ between them. `values` is JSON (lists of ints), so the processes compare exactly.
+_SEED_SNIPPET = """
+import numpy as np
+from lib import retrain, subsets
+
+CONDS = ["full_wd", "full_nowd", "random_for_minus_memorized_wd", "random_for_minus_memorized_nowd"]
+REMOVED = np.array([1, 3, 5, 8, 13, 21, 34, 40, 50, 55])
+values = {
+    "retrain.model_seed": [[retrain.model_seed(seed=s, condition=c, i=i) for c in CONDS for i in range(3)]
+                           for s in (0, 1)],
+    "subsets.model_seed": [[subsets.model_seed(seed=s, model_id=i) for i in range(4)] for s in (0, 1)],
+    "subsets.subset_mask": [np.flatnonzero(subsets.subset_mask(seed=s, model_id=i, n_train=60, ratio=0.5)).tolist()
+                            for s in (0, 1) for i in range(3)],
+    "retrain.mask": [np.flatnonzero(~retrain.mask(condition=retrain.BY_NAME[c], removed=REMOVED, n_train=60,
+                                                  seed=0, i=i)).tolist()
+                     for c in CONDS[2:] for i in range(3)],
+}
+"""
+
+
+def _seed_values() -> dict:
+    ns: dict = {}
+    exec(_SEED_SNIPPET, ns)
+    return ns["values"]
+
+
+def test_seeds_and_masks_are_the_same_in_every_process():
+    """Any model can be retrained from its id alone, in another process, on another day."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    # a child whose str hashes differ from this process's (one child: importing torch takes seconds)
+    salt = "1" if os.environ.get("PYTHONHASHSEED") == "0" else "0"
+    code = (_SEED_SNIPPET + "\nimport json, sys\n"
+            "json.dump({'values': values, 'hash': hash('random_for_minus_memorized_wd')}, sys.stdout)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONHASHSEED": salt, "PYTHONPATH": str(root)}, check=True).stdout
+    child = json.loads(out)
+    assert child["hash"] != hash("random_for_minus_memorized_wd")  # the two processes salt str hashes differently
+    here = json.loads(json.dumps(_seed_values()))  # tuples as lists, as JSON gives them back
+    for key, value in here.items():
+        assert child["values"][key] == value, f"{key} differs between processes with different hash salts"
+
+
+def test_model_seeds_and_masks_differ_by_model_condition_and_seed():
+    v = _seed_values()
+    for s in v["retrain.model_seed"]:  # 4 conditions x 3 models, one base seed: all different
+        assert len(set(s)) == 12
+    assert set(v["retrain.model_seed"][0]).isdisjoint(v["retrain.model_seed"][1])  # and another base seed
+    assert len({x for s in v["subsets.model_seed"] for x in s}) == 8
+    masks = [tuple(m) for m in v["subsets.subset_mask"]]
+    assert len(set(masks)) == 6 and all(len(m) == 30 for m in masks)  # round(0.5 * 60) points in each
+    removed = [tuple(m) for m in v["retrain.mask"]]  # 2 random controls x 3 models
+    assert len(set(removed)) == 6 and all(len(m) == 10 for m in removed)
 
 
 def test_eval_subsets_partition_and_known_members():
     b = _buckets()
-    s = retrain.eval_subsets(buckets=b, removal="memorized", n_test=N_TEST)
+    s = tables.eval_subsets(buckets=b, removal="memorized", n_test=N_TEST)
     np.testing.assert_array_equal(s["duplicate"], [2, 7])
     np.testing.assert_array_equal(s["influenced"], [11, 12, 20])
-    s = retrain.eval_subsets(buckets=b, removal="leakage_shift", n_test=N_TEST)
+    s = tables.eval_subsets(buckets=b, removal="leakage_shift", n_test=N_TEST)
     np.testing.assert_array_equal(s["duplicate"], [2, 7])
     np.testing.assert_array_equal(s["influenced"], [11, 12])
-    s = retrain.eval_subsets(buckets=b, removal="memorized_bucket", n_test=N_TEST)
+    s = tables.eval_subsets(buckets=b, removal="memorized_bucket", n_test=N_TEST)
     assert len(s["duplicate"]) == 0
     np.testing.assert_array_equal(s["influenced"], [12, 20])
     for removal in retrain.REMOVAL_KEYS:
-        s = retrain.eval_subsets(buckets=b, removal=removal, n_test=N_TEST)
+        s = tables.eval_subsets(buckets=b, removal=removal, n_test=N_TEST)
         allidx = np.concatenate(list(s.values()))
         np.testing.assert_array_equal(np.sort(allidx), np.arange(N_TEST))  # disjoint and complete
 
@@ -121,11 +172,11 @@ def test_eval_subsets_partition_and_known_members():
 def test_signature_tracks_the_removal_set(P):
     b = _buckets()
     p1 = {q.condition.name: q for q in retrain.plan(P=P, buckets=b)}["minus_memorized_bucket_wd"]
-    b["memorized_bucket_idx"] = b["memorized_bucket_idx"][1:]
+    b = _buckets(memorized_bucket_idx=b.memorized_bucket_idx[1:])
     p2 = {q.condition.name: q for q in retrain.plan(P=P, buckets=b)}["minus_memorized_bucket_wd"]
     assert retrain.signature(P=P, planned=p1) != retrain.signature(P=P, planned=p2)
     full = {q.condition.name: q for q in retrain.plan(P=P, buckets=b)}["full_wd"]
-    assert retrain.signature(P=P, planned=full)["weight_decay_used"] == 5e-4
+    assert retrain.signature(P=P, planned=full)["weight_decay"] == 5e-4
 
 
 @pytest.mark.slow
@@ -139,8 +190,8 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
     P = params.load("smoke", retrain_epochs=1, lr_peak_epoch=0.5, n_retrain_models=2, width=8, batch_size=32,
                     classes=[0, 1, 2], n_train_per_class=20, n_test_per_class=10)
     ds = data.load(P)
-    b = {"memorized_idx": np.array([0, 5, 9, 30]), "leakage_shift_idx": np.array([5]),
-         "memorized_bucket_idx": np.array([0, 9, 30])}
+    b = _buckets(memorized_idx=np.array([0, 5, 9, 30]), leakage_shift_idx=np.array([5]), cause=np.array(["exact"]),
+                 memorized_bucket_idx=np.array([0, 9, 30]))
     p = {q.condition.name: q for q in retrain.plan(P=P, buckets=b)}["random_for_minus_memorized_wd"]
     stores = {}
     for run, steps in (("resumed", [[0], None]), ("straight", [None])):
@@ -171,10 +222,54 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
         retrain.open_condition(P=P, planned=other, n_train=len(ds.y_train), n_test=len(ds.y_test))
 
 
-def test_reference_mode_refuses_a_non_official_copy(smoke_data):
-    """FZ's released indices name official CIFAR-100 rows; retraining on another copy must stop first."""
+def _write_cifar100(folder, *, x_train, y_train, coarse_train, copy_from) -> None:
+    """A cifar-100-python/ folder in the official pickle layout (lib/data.py read_raw): `train` written
+    from the arrays, `test` and `meta` copied from the folder `copy_from`."""
+    import pickle
+    import shutil
+
+    folder.mkdir(parents=True)
+    flat = np.ascontiguousarray(x_train.transpose(0, 3, 1, 2).reshape(len(x_train), 3072))  # R, G, B planes
+    train = {"batch_label": "training batch 1 of 1", "data": flat, "fine_labels": y_train.tolist(),
+             "coarse_labels": coarse_train.tolist(),
+             "filenames": [f"placeholder_train_{i:05d}.png" for i in range(len(x_train))]}
+    with open(folder / "train", "wb") as f:
+        pickle.dump(train, f, protocol=4)
+    for name in ("test", "meta"):
+        shutil.copyfile(copy_from / name, folder / name)
+
+
+def test_reference_mode_refuses_a_non_official_copy(tmp_path):
+    """FZ's released indices name official CIFAR-100 rows; retraining on another copy must stop first.
+
+    The other copy is the project's own with two training images (of different classes, each
+    with its label) trading places: every image is real and correctly labelled, only the order
+    is not the official one, which is exactly what joining by official indices must notice.
+    """
+    import dataclasses
+
     from lib import data
 
     P = params.load("reference", retrain=True)
-    with pytest.raises(data.DataError, match="official"):
-        retrain.run_all(P=P, ds=smoke_data, planned=[], device="cpu")
+    full = data.load_cifar(dataset="cifar100")
+    a = 0
+    b = int(np.flatnonzero(full.y_train != full.y_train[a])[0])
+    order = np.arange(len(full.y_train))
+    order[[a, b]] = [b, a]
+    _write_cifar100(tmp_path / "cifar-100-python", x_train=full.x_train[order], y_train=full.y_train[order],
+                    coarse_train=full.coarse_train[order], copy_from=full.folder)
+    swapped = data.load_cifar(dataset="cifar100", data_dir=str(tmp_path), download_missing=False)
+    # the copy reads back as written: the two images and their labels swapped, everything else equal
+    np.testing.assert_array_equal(swapped.x_train, full.x_train[order])
+    np.testing.assert_array_equal(swapped.y_train, full.y_train[order])
+    np.testing.assert_array_equal(swapped.x_test, full.x_test)
+    assert not swapped.is_subset and not swapped.official
+
+    with pytest.raises(data.DataError, match="not the official copy"):
+        retrain.run_all(P=P, ds=swapped, planned=[], device="cpu")
+    # the refusal is about the order alone: the same images in the official order pass the check
+    # (with nothing planned, nothing is trained)
+    official = full if full.official else dataclasses.replace(
+        swapped, x_train=full.x_train, y_train=full.y_train, official=True,
+        verdict=data.OFFICIAL_CONTENT, verdict_reason="stands in for the official copy (test)")
+    retrain.run_all(P=P, ds=official, planned=[], device="cpu")

@@ -28,9 +28,43 @@ def test_drop_hand_computed():
 
 def test_drop_sign_and_units_pass_through():
     # condition better than baseline: a negative drop; fractions in, fractions out
-    d = stats.drop(baseline=np.array([0.40, 0.42]), condition=np.array([0.50, 0.52, 0.54]))
-    assert d.drop == pytest.approx(-0.11)
-    assert d.ci_high < 0 or d.p > 0.05
+    b, c = np.array([0.40, 0.42]), np.array([0.50, 0.52, 0.54])
+    d = stats.drop(baseline=b, condition=c)
+    # by hand: means 0.41 and 0.52; variances (ddof 1) 2e-4 and 4e-4; se^2 = 1e-4 + 4e-4 / 3 = 7 / 30000;
+    # df = (7/30000)^2 / ((1e-4)^2 / 1 + (4e-4 / 3)^2 / 2) = 49 / 17, as in the percent example above
+    assert d.drop == pytest.approx(-0.11) and d.std == pytest.approx(math.sqrt(6e-4))
+    assert d.se == pytest.approx(math.sqrt(7 / 30000)) and d.df == pytest.approx(49 / 17)
+    assert d.t == pytest.approx(-0.11 / math.sqrt(7 / 30000))
+    # scipy's Welch test of the same samples: statistic, p, df and 95% interval
+    ref = sps.ttest_ind(b, c, equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    assert (d.t, d.p, d.df) == pytest.approx((ref.statistic, ref.pvalue, ref.df))
+    assert (d.ci_low, d.ci_high) == pytest.approx((ci.low, ci.high))
+    assert d.ci_high < 0 and d.p < 0.05  # t = -7.2 on 2.9 df
+    # the same models in percent: every location and spread scales by 100, t and p do not change
+    pct = stats.drop(baseline=100 * b, condition=100 * c)
+    for name in ("drop", "std", "se", "ci_low", "ci_high", "mean_baseline", "mean_condition"):
+        assert getattr(pct, name) == pytest.approx(100 * getattr(d, name)), name
+    assert (pct.t, pct.p, pct.df) == pytest.approx((d.t, d.p, d.df))
+    # swapping the groups flips the drop and its interval, not the test
+    sw = stats.drop(baseline=c, condition=b)
+    assert (sw.drop, sw.ci_low, sw.ci_high) == pytest.approx((-d.drop, -d.ci_high, -d.ci_low))
+    assert sw.p == pytest.approx(d.p)
+
+
+def test_drop_matches_scipy_welch_on_unequal_groups():
+    # unequal sizes and spreads, the case where Welch and the pooled t-test differ; other levels too
+    rng = np.random.default_rng(5)
+    b = 0.62 + 0.010 * rng.standard_normal(7)
+    c = 0.60 + 0.030 * rng.standard_normal(4)
+    ref = sps.ttest_ind(b, c, equal_var=False)
+    pooled = sps.ttest_ind(b, c, equal_var=True)
+    assert abs(ref.pvalue - pooled.pvalue) > 0.01  # the example tells the two tests apart
+    for level in (0.9, 0.95, 0.99):
+        d = stats.drop(baseline=b, condition=c, level=level)
+        ci = ref.confidence_interval(level)
+        assert d.level == level
+        assert (d.p, d.df, d.ci_low, d.ci_high) == pytest.approx((ref.pvalue, ref.df, ci.low, ci.high))
 
 
 def test_drop_clear_difference_is_significant():

@@ -1,6 +1,6 @@
 # make all [PARAMS=quick]   the whole notebook pipeline on one parameter set
 # make test                 pytest (the same environment bootstrap)
-# make lab                  JupyterLab on notebooks/ with the project kernel
+# make lab                  JupyterLab at the repository root (127.0.0.1, token) with the project kernel
 # make bench                benchmarks: ratios measured side by side in one run
 SHELL := /bin/bash
 PARAMS ?= quick

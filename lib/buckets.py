@@ -45,11 +45,13 @@ def _sorted_unique(a) -> np.ndarray:
 def confirmed_duplicates(dups: pd.DataFrame) -> pd.DataFrame:
     """Rows of a duplicates table that count downstream (final == True), kind folded to exact|near.
 
-    Any confirmed kind other than "exact" (near, review, very_similar) is a near duplicate.
+    Any confirmed kind other than "exact" (near, review, very_similar) is a near duplicate; label
+    conflicts (kind label_conflict) are left out, even when a reviewer confirmed the copy.
     """
     if not pd.api.types.is_bool_dtype(dups["final"]):
         raise TypeError("duplicates: column 'final' must be bool (read the table with RunFolder.read_duplicates)")
-    out = dups.loc[dups["final"], ["train_idx", "test_idx", "kind"]].copy()
+    # a copy whose two labels differ is a labelling problem, not leakage (lib/leakage.py): never counted
+    out = dups.loc[dups["final"] & dups["kind"].ne("label_conflict"), ["train_idx", "test_idx", "kind"]].copy()
     out["kind"] = np.where(out["kind"].eq("exact"), "exact", "near")
     return out.astype({"train_idx": np.int64, "test_idx": np.int64}).reset_index(drop=True)
 

@@ -28,14 +28,15 @@ def duplicate_evidence(dups: pd.DataFrame, *, kinds: tuple[str, ...], memorized_
                        only_memorized: bool = True) -> pd.DataFrame:
     """Flagged duplicate pairs of the given kinds, with what a reviewer needs beside the two images.
 
-    dups: the run's duplicates table (RunFolder.read_duplicates). pairs: the run's high-influence
+    dups: the run's duplicates table (RunFolder.read_duplicates); kinds select by copy_kind (what kind
+    of copy, label conflicts included) when the table has it. pairs: the run's high-influence
     pairs (fz_format.Pairs); mem: (n_train,) memorization score by train index. x_*: the images
     (None when they cannot be joined: max_pixel_difference is then -1).
     Adds: mem, fz_pair (the pair is itself a high-influence pair), infl (its influence, NaN if not),
     max_pixel_difference, byte_identical, label_agree. Doubtful rows first: labels that disagree,
     then the lowest score.
     """
-    sel = dups[dups["kind"].isin(kinds)]
+    sel = dups[(dups["copy_kind"] if "copy_kind" in dups else dups["kind"]).isin(kinds)]
     if only_memorized:
         sel = sel[np.isin(sel["train_idx"].to_numpy(), np.asarray(memorized_idx, np.int64))]
     sel = sel.copy()
@@ -134,6 +135,7 @@ def disagreements(dups: pd.DataFrame, points: pd.DataFrame) -> dict[str, pd.Data
     out = {}
     for name, train_ids in ids.items():
         rows = dups[dups["train_idx"].isin(train_ids)]
-        rows = rows[rows["source"].eq("cifair")] if name == "ciFAIR only" else rows[rows["kind"].isin(["exact", "near"])]
+        rows = (rows[rows["source"].eq("cifair")] if name == "ciFAIR only"
+                else rows[rows["finder_kind"].isin(["exact", "near"])])
         out[name] = rows.sort_values("score", ascending=False).drop_duplicates("train_idx").reset_index(drop=True)
     return out

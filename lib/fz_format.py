@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, reference
-from .memorization import Influence, Scores
+from .memorization import Scores
 
 PAIR_DTYPES = {"train_idx": np.int64, "test_idx": np.int64, "infl": np.float64, "mem": np.float64}
 # FZ's key in the npz file -> our field name (FZ's names live only at this file-format boundary)

@@ -14,8 +14,12 @@ import pandas as pd
 from . import cifair, duplicates
 from .reference import IndexJoin
 
-COLUMNS = ["train_idx", "test_idx", "train_label", "test_label", "kind", "score", "memorized", "verdict", "source",
-           "judgment", "finder_kind"]
+COLUMNS = ["train_idx", "test_idx", "train_label", "test_label", "kind", "copy_kind", "score", "memorized", "verdict",
+           "source", "judgment", "finder_kind"]
+# A flagged pair whose two images carry different labels is a labelling problem, not leakage: its kind is
+# LABEL_CONFLICT (verdict reject: it never enters the Leakage+Shift bucket) and copy_kind keeps what kind of
+# copy it was (exact | near | review), so the figures still show it beside the other copies.
+LABEL_CONFLICT = "label_conflict"
 
 
 def search(*, ds, near_threshold: float, review_threshold: float, top_k: int, exact_only: bool,
@@ -49,6 +53,9 @@ def flagged_table(*, mode: str, ds, join: IndexJoin, found: duplicates.Found | N
     table["train_label"] = join.y_train[tr]
     table["test_label"] = join.y_test[te] if join.y_test is not None else np.full(len(te), -1, np.int64)
     table["memorized"] = np.isin(tr, np.asarray(memorized_idx, np.int64))
+    table["copy_kind"] = table["kind"]
+    conflict = (table["train_label"] >= 0) & (table["test_label"] >= 0) & table["train_label"].ne(table["test_label"])
+    table.loc[conflict, ["kind", "verdict"]] = [LABEL_CONFLICT, "reject"]
     return table[COLUMNS].astype({"train_idx": np.int64, "test_idx": np.int64, "train_label": np.int64,
                                   "test_label": np.int64, "score": np.float64, "memorized": bool,
                                   "judgment": np.int64}).reset_index(drop=True)
@@ -60,4 +67,4 @@ def counts(dups: pd.DataFrame) -> pd.DataFrame:
                                    train_images=("train_idx", "nunique"), final=("final", "sum"),
                                    memorized_pairs=("memorized", "sum"),
                                    decided_by_person=("decided_by", lambda s: int((s == "reviewer").sum())))
-    return out.reindex(["exact", "near", "review"]).fillna(0).astype(int)
+    return out.reindex(["exact", "near", "review", LABEL_CONFLICT]).fillna(0).astype(int)

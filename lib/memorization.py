@@ -35,14 +35,26 @@ class Scores:
     n_in: np.ndarray       # (n_train,) int32 models that trained on the example
     n_out: np.ndarray      # (n_train,) int32 models that held it out
     estimable: np.ndarray  # (n_train,) bool: n_in > 0 and n_out > 0
+    center: np.ndarray | None = None  # (n_train,) float32 Agresti-Caffo adjusted difference p~_in - p~_out, the
+    #                                  interval's centre; None: mem (no model counts, e.g. FZ's released scores)
+
+    def __post_init__(self) -> None:
+        if self.center is None:
+            object.__setattr__(self, "center", np.asarray(self.mem, np.float32).copy())
 
     def ci(self, *, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
-        """Normal-approximation interval mem -/+ z se (z = 1.96: 95%); (0, 0) where not estimable."""
-        return self.mem - z * self.se, self.mem + z * self.se
+        """Agresti-Caffo interval center -/+ z se (z = 1.96: 95%); (0, 0) where not estimable.
+
+        Centred on the adjusted difference, not on mem: at a few dozen models the raw-centred
+        interval covers the true difference only 84-93 % of the time (simulated; tests/test_memorization.py),
+        the adjusted one at least 93 %.
+        """
+        return self.center - z * self.se, self.center + z * self.se
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The run folder's scores.npz fields."""
-        return dict(mem=self.mem, se=self.se, n_in=self.n_in, n_out=self.n_out, estimable=self.estimable)
+        return dict(mem=self.mem, se=self.se, n_in=self.n_in, n_out=self.n_out, estimable=self.estimable,
+                    center=self.center)
 
 
 @dataclass(frozen=True)
@@ -103,8 +115,9 @@ def memorization(*, masks: np.ndarray, train_correct: np.ndarray, block: int = 8
     n_out = n_models - n_in
     mem, se, estimable = difference_of_proportions(hits_in=hits_in, n_in=n_in, hits_out=hits_all - hits_in,
                                                    n_out=n_out)
+    center = np.where(estimable, (hits_in + 1) / (n_in + 2) - (hits_all - hits_in + 1) / (n_out + 2), 0.0)
     return Scores(mem=mem.astype(np.float32), se=se.astype(np.float32), n_in=n_in.astype(np.int32),
-                  n_out=n_out.astype(np.int32), estimable=estimable)
+                  n_out=n_out.astype(np.int32), estimable=estimable, center=center.astype(np.float32))
 
 
 def memorized_idx(scores: Scores, *, mem_threshold: float) -> np.ndarray:

@@ -117,8 +117,8 @@ def write_index(p: params_mod.Params) -> Path:
         f'<li>{html.escape(stem)}: {len(files)} page(s): '
         + " ".join(f'<a href="{html.escape(n)}">{i + 1}</a>' for i, n in enumerate(files)) + "</li>"
         for stem, files in sheets.items())
-    tables = "\n".join(f'<li><a href="{n}">{n}</a></li>' for n in ("duplicates.csv", "groups.csv", "review_pages.csv")
-                       if (p.fig_dir / n).is_file())
+    reviewed = (RunFolder.filename("duplicates"), RunFolder.filename("groups"), "review_pages.csv")
+    tables = "\n".join(f'<li><a href="{n}">{n}</a></li>' for n in reviewed if (p.fig_dir / n).is_file())
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>Report: {p.name}</title></head><body>"
            f"<h1>Is memorization actually necessary? Report for parameter set <code>{p.name}</code></h1>"
            f"<p>Scale: {html.escape(scale)}.</p>{warn}<h2>Notebooks</h2><ol>{items}</ol>"

@@ -13,6 +13,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .params import ROOT
 
 
@@ -110,8 +112,8 @@ class IndexJoin:
     y_train / y_test: labels by official index (y_test None where they are not known).
     """
     images: bool
-    y_train: "np.ndarray"           # (n_train,) int64
-    y_test: "np.ndarray | None"     # (n_test,) int64, or None when unknown
+    y_train: np.ndarray             # (n_train,) int64
+    y_test: np.ndarray | None       # (n_test,) int64, or None when unknown
     reason: str                     # one sentence for the notebook to print
 
 
@@ -123,8 +125,6 @@ def index_join(*, mode: str, ds) -> IndexJoin:
     released files still give every count, with the official train labels from the C-score
     release (same official order) and no test labels.
     """
-    import numpy as np
-
     if mode == "train":
         return IndexJoin(True, ds.y_train, ds.y_test, "train mode: every index is a row of this run's dataset")
     if ds.official and not ds.is_subset:

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import retrain
+from . import retrain, stats
 from .tables import PAPER_NOTE
 
 def _pm(m: float, s: float, digits: int = 2) -> str:
@@ -127,7 +127,9 @@ def table2_notes(*, P, scale: str, state: str) -> list[str]:
         f"Scale: {scale}.", warn, state,
         "Ours: drop = mean baseline accuracy - mean accuracy without the points (percentage points); ± is "
         "sqrt(s_base^2 + s_cond^2), the spread of the drop between one baseline and one retrained model; 95% CI "
-        "and p from Welch's unequal-variance t-test; bootstrap CI: 10,000 seeded resamples of each group. "
+        "and p from Welch's unequal-variance t-test; bootstrap CI: 10,000 seeded resamples of each group, shown "
+        f"only with at least {stats.MIN_MODELS_FOR_BOOTSTRAP} models per group (with fewer its simulated coverage "
+        "falls to 78-92 %). "
         "Random control: as many training points removed, drawn at random afresh per model. "
         "removal - control: control accuracy minus removal accuracy, Welch p. A row with 0 removed was not "
         "trained (its bucket is empty).",

@@ -10,6 +10,7 @@ naming rule); nothing else builds a path inside it. Layout:
     memorization/high_infl_pairs.npz   FZ's pair format (tr_idx, tt_idx, infl, mem)
     memorization/memorized_idx.npy     int64 sorted: the points removed and bucketed
     memorization/top_influencers.npz   idx, infl (n_test, K); (n_test, 0) in reference mode
+    memorization/chance.csv       real vs chance pair counts per influence threshold (train mode; lib/chance.py)
     duplicates.csv                flagged (train, test) pairs with review columns    notebook 03
     groups.csv                    sub-population groups with review columns          notebook 04
     buckets.npz                   Leakage+Shift / Memorized                          notebook 04
@@ -38,6 +39,7 @@ ARTIFACTS = {
     "pairs": ("memorization/high_infl_pairs.npz", "02_memorization_scores"),
     "memorized": ("memorization/memorized_idx.npy", "02_memorization_scores"),
     "top_influencers": ("memorization/top_influencers.npz", "02_memorization_scores"),
+    "chance": ("memorization/chance.csv", "02_memorization_scores"),
     "duplicates": ("duplicates.csv", "03_leakage_detection"),
     "groups": ("groups.csv", "04_subpopulations"),
     "buckets": ("buckets.npz", "04_subpopulations"),
@@ -47,7 +49,7 @@ ARTIFACTS = {
 
 # duplicates.csv: column -> dtype (review columns decision, decided_by, final follow lib/review.py)
 DUPLICATE_DTYPES = {"train_idx": np.int64, "test_idx": np.int64, "train_label": np.int64, "test_label": np.int64,
-                    "kind": str, "score": np.float64, "memorized": bool, "verdict": str, "source": str,
+                    "kind": str, "copy_kind": str, "score": np.float64, "memorized": bool, "verdict": str, "source": str,
                     "judgment": np.int64, "finder_kind": str}
 REVIEW_DTYPES = {"decision": str, "decided_by": str, "final": bool}
 # groups.csv: index lists are space-separated ints (subpop.format_idx)
@@ -134,7 +136,7 @@ class RunFolder:
         from .memorization import Scores
 
         with np.load(self._need("scores"), allow_pickle=False) as f:
-            return Scores(**{k.name: f[k.name] for k in fields(Scores)})
+            return Scores(**{k.name: f[k.name] for k in fields(Scores) if k.name in f.files})
 
     def read_pairs(self):
         from . import fz_format
@@ -149,6 +151,14 @@ class RunFolder:
         """(idx (n_test, K) int64, infl (n_test, K) float32); K = 0 when no ranking exists."""
         with np.load(self._need("top_influencers"), allow_pickle=False) as f:
             return f["idx"], f["infl"]
+
+    def write_chance(self, table: pd.DataFrame) -> Path:
+        path = self._new("chance")
+        table.to_csv(path)
+        return path
+
+    def read_chance(self) -> pd.DataFrame:
+        return pd.read_csv(self._need("chance"), index_col=0)
 
     # ------------------------------------------------------------ duplicates (03), groups and buckets (04)
     def write_duplicates(self, dups: pd.DataFrame) -> Path:

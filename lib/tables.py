@@ -138,7 +138,9 @@ def table2(*, acc: Mapping[str, np.ndarray], n_remove: Mapping[str, int], seed: 
             base = np.asarray(acc[cond.baseline], np.float64) * 100
             cur = np.asarray(acc[cond_name], np.float64) * 100
             d = stats.drop(baseline=base, condition=cur)
-            lo, hi = stats.bootstrap_ci(baseline=base, condition=cur, seed=seed, n_boot=n_boot)
+            lo = hi = math.nan  # too few models for a bootstrap interval (stats.MIN_MODELS_FOR_BOOTSTRAP)
+            if min(len(base), len(cur)) >= stats.MIN_MODELS_FOR_BOOTSTRAP:
+                lo, hi = stats.bootstrap_ci(baseline=base, condition=cur, seed=seed, n_boot=n_boot)
             r.update(n_models=d.n_condition, n_models_baseline=d.n_baseline, baseline_acc=d.mean_baseline,
                      condition_acc=d.mean_condition, drop=d.drop, std=d.std, ci_low=d.ci_low, ci_high=d.ci_high,
                      p_welch=d.p, boot_low=lo, boot_high=hi)

@@ -50,6 +50,8 @@ def run(*, module: str, payloads: list, total: int, n_left: Callable[[], int], d
     for payload in payloads:
         proc = subprocess.Popen([sys.executable, "-m", module, "--worker"], stdin=subprocess.PIPE, cwd=ROOT, env=env,
                                 preexec_fn=die_with_parent)
+        # Trusted: this project's own parent pickles the payload to the child it just started, over a private
+        # stdin pipe; never a file or the network (README: Security).
         proc.stdin.write(pickle.dumps(payload))
         proc.stdin.close()
         procs.append(proc)

@@ -51,10 +51,18 @@ def closure(modules: set[str], *, lazy: bool = True) -> set[str]:
 
 
 def notebook_imports(path: Path) -> set[str]:
-    cells = json.loads(path.read_text())["cells"]
-    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    code = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
-    return lib_imports(ast.parse(code), inside_lib=False)
+    """lib modules a notebook's code cells import; every lib module if a cell does not parse (be safe)."""
+    out = set()
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        code = "\n".join(line for line in "".join(cell["source"]).splitlines()
+                         if not line.lstrip().startswith(("%", "!")))
+        try:
+            out |= lib_imports(ast.parse(code), inside_lib=False)
+        except SyntaxError:
+            return {p.stem for p in LIB.glob("*.py")}
+    return out
 
 
 def main(paths: list[str]) -> None:

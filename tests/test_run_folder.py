@@ -36,7 +36,8 @@ def test_memorization_round_trip_keeps_values_and_dtypes(tmp_path):
 def test_duplicates_and_groups_read_back_typed(tmp_path):
     run = RunFolder(tmp_path)
     dups = pd.DataFrame({"train_idx": [5, 9], "test_idx": [1, 2], "train_label": [0, 1], "test_label": [0, -1],
-                         "kind": ["exact", "near"], "score": [1.0, np.nan], "memorized": [True, False],
+                         "kind": ["exact", "near"], "copy_kind": ["exact", "near"], "score": [1.0, np.nan],
+                         "memorized": [True, False],
                          "verdict": ["confirm", "reject"], "source": ["cifair", "finder"], "judgment": [0, -1],
                          "finder_kind": ["exact", "review"], "decision": ["", "confirm"],
                          "decided_by": ["auto", "reviewer"], "final": [True, True]})

@@ -95,7 +95,7 @@ def test_a_store_refuses_other_parameters(tmp_path):
 
 
 def test_hparams_come_from_params_and_subset_weight_decay_overrides(tmp_path):
-    P = params.load(_tiny_params(tmp_path, weight_decay=0.001))
+    P = params.load(_tiny_params(tmp_path, weight_decay=0.001, subset_weight_decay=None))
     hp = subsets.hparams(P)
     assert (hp.model, hp.width, hp.epochs, hp.weight_decay, hp.loader) == (P.model, 4, 2, 0.001, "tensor")
     Q = params.load(_tiny_params(tmp_path, weight_decay=0.001, subset_weight_decay=0.0))

@@ -27,9 +27,20 @@ RUN := runs/$(PARAMS)
 EXECUTED := $(patsubst notebooks/%,$(RUN)/%,$(NOTEBOOKS))
 LIB := $(wildcard lib/*.py)
 
-.PHONY: all test lab bench env clean-run
-all: $(EXECUTED)
+.PHONY: all run-all check-outputs test lab bench env clean-run
+# One `make all` per parameter set at a time: a second one refuses (lock runs/.<params>.lock) instead of
+# training the same models twice and colliding on the same partial notebooks.
+all:
+	@mkdir -p runs; flock -n -E 75 runs/.$(PARAMS).lock $(MAKE) --no-print-directory run-all; rc=$$?; \
+	[ $$rc -eq 75 ] && echo "error: another 'make all PARAMS=$(PARAMS)' is running (lock runs/.$(PARAMS).lock)"; \
+	exit $$rc
+
+run-all: check-outputs $(EXECUTED)
 	@echo "report: figures/$(PARAMS)/index.html"
+
+# Steps whose artifacts changed or vanished since they ran lose their executed notebook, so they rerun.
+check-outputs: | $(ENV_STAMP)
+	@$(PY) -m lib.pipeline --check $(PARAMS)
 
 env: $(ENV_STAMP)
 
@@ -50,10 +61,14 @@ $(DEPS_MK): $(NOTEBOOKS) $(LIB) scripts/nbdeps.py
 	@mkdir -p $(dir $@) && python3 scripts/nbdeps.py $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
 -include $(DEPS_MK)
 
+# A reviewer's decisions are inputs of the step that reads them (and so of every step after it).
+REVIEW_03_leakage_detection.ipynb := $(wildcard params/review/$(PARAMS)/duplicates.csv)
+REVIEW_04_subpopulations.ipynb := $(wildcard params/review/$(PARAMS)/groups.csv)
+
 # Each executed notebook depends on its source, the parameter file, the lib modules it uses and
 # the previous step's executed notebook: a step reruns only when one of those changed.
 define STEP
-$(RUN)/$(notdir $(1)): $(1) params/$(PARAMS).yaml $$(DEPS_$(notdir $(1))) $(2) | $(ENV_STAMP) $(OFFICIAL_CIFAR)
+$(RUN)/$(notdir $(1)): $(1) params/$(PARAMS).yaml $$(DEPS_$(notdir $(1))) $(2) $$(REVIEW_$(notdir $(1))) | $(ENV_STAMP) $(OFFICIAL_CIFAR)
 	$(PY) -m lib.pipeline $(PARAMS) $(1)
 endef
 $(foreach i,$(shell seq 1 $(words $(NOTEBOOKS))),$(eval $(call STEP,$(word $(i),$(NOTEBOOKS)),$(if $(filter 1,$(i)),,$(RUN)/$(notdir $(word $(shell expr $(i) - 1),$(NOTEBOOKS)))))))

@@ -192,7 +192,7 @@ def download(dataset: str, root: Path, timeout: float = 60) -> Path:
         except OSError as e:
             raise DataError(
                 f"{dataset} is not in {root / src['folder']} and downloading {src['url']} failed ({e}); "
-                f"put the official {src['folder']}/ folder in {root} or set CIFAR_DATA_DIR"
+                f"put the official {src['folder']}/ folder in {root} or set CIFAR_DATA_DIR{_shared_hint(dataset)}"
             ) from None
         got = md5(tar_path)
         if got != src["tar_md5"]:
@@ -292,8 +292,36 @@ def read_raw(folder: Path, dataset: str) -> dict:
     blobs, file_md5 = {}, {}
     for name in SOURCES[dataset]["files"]:
         blobs[name], file_md5[name] = _read(folder / name)
+        _check_blob(blobs[name], path=folder / name, dataset=dataset)
     verdict, reason = verdict_of(dataset=dataset, file_md5=file_md5, blobs=blobs)
     return dict(verdict=verdict, verdict_reason=reason, **_arrays(blobs, dataset))
+
+
+# the label lists of each kind of file, and how many classes each may name
+_LABELS = {"cifar100": {"fine_labels": 100, "coarse_labels": 20}, "cifar10": {"labels": 10}}
+
+
+def _check_blob(blob: dict, *, path: Path, dataset: str) -> None:
+    """A data file holds `data` uint8 (N, 3072) and N in-range labels per label list; else one line naming the file."""
+    if "data" not in blob:
+        if not any(k.endswith("label_names") for k in blob):
+            raise DataError(f"{path}: neither images ('data') nor class names: not a {dataset} file")
+        return  # meta / batches.meta
+    x = blob["data"]
+    if not isinstance(x, np.ndarray):
+        raise DataError(f"{path}: 'data' is a {type(x).__name__}, expected a uint8 array of shape (N, 3072)")
+    if x.dtype != np.uint8:
+        raise DataError(f"{path}: 'data' has dtype {x.dtype}, expected uint8 (pixel values 0..255)")
+    if x.ndim != 2 or x.shape[1] != 3072:
+        raise DataError(f"{path}: 'data' has shape {x.shape}, expected (N, 3072): 3 colour planes of 32x32 per row")
+    for key, n_classes in _LABELS[dataset].items():
+        if key not in blob:
+            raise DataError(f"{path}: no '{key}' list")
+        y = np.asarray(blob[key])
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{path}: {len(y)} '{key}' for {len(x)} images")
+        if len(y) and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes):
+            raise DataError(f"{path}: '{key}' holds values outside 0..{n_classes - 1}")
 
 
 def _arrays(blobs: dict[str, dict], dataset: str) -> dict:
@@ -328,6 +356,14 @@ def _select(y: np.ndarray, classes: np.ndarray, cap: int | None, rng: np.random.
     return np.sort(np.concatenate(keep))
 
 
+def _shared_hint(dataset: str) -> str:
+    """On the project's shared machines: how make builds the official-order copy (make finds data this way)."""
+    build = ROOT.parent / "shared" / "data" / "cifar100" / "build.py"
+    if dataset != "cifar100" or not build.is_file():
+        return ""
+    return f"; on this machine build it with `make data/cifar-100-python/train` (runs {build} data)"
+
+
 def load_cifar(*, dataset: str = "cifar100", data_dir: str = "", download_missing: bool = True,
                classes: list[int] | None = None, n_train_per_class: int | None = None,
                n_test_per_class: int | None = None, seed: int = 0) -> Cifar:
@@ -338,7 +374,7 @@ def load_cifar(*, dataset: str = "cifar100", data_dir: str = "", download_missin
     if missing:
         if not download_missing:
             raise DataError(f"{folder} lacks {missing}; put the official {folder.name}/ folder in {root} "
-                            "or set CIFAR_DATA_DIR (download is off)")
+                            f"or set CIFAR_DATA_DIR (download is off){_shared_hint(dataset)}")
         folder = download(dataset, root)
     raw = read_raw(folder, dataset)
     full = Cifar(
@@ -431,3 +467,15 @@ def label_conflicts(ds: Cifar) -> pd.DataFrame:
     out["class_a"] = [ds.class_names[c] for c in out["label_a"]]
     out["class_b"] = [ds.class_names[c] for c in out["label_b"]]
     return out
+
+
+def content_digest(ds: Cifar) -> str:
+    """md5 of exactly the rows a run uses (train and test images and labels, in order): a store's data identity.
+
+    Two copies that differ in any image, label or row order give different digests, so a store
+    made on one is never resumed or read with the other.
+    """
+    h = hashlib.md5()
+    for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()

@@ -7,7 +7,9 @@ with one line naming the key and the file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +119,14 @@ class Params:
                 and self.epochs >= 160 and (self.retrain_epochs or self.epochs) >= 160)
 
     @property
+    def gpu_cost(self) -> bool:
+        """Training that would take days or weeks on a CPU: a ResNet on the full dataset, whatever the set's name.
+
+        (An empty parameter file is exactly this: the defaults are the paper's setup.)
+        """
+        return self.trains and self.model != "tiny_cnn" and self.full_dataset
+
+    @property
     def trains(self) -> bool:
         """Whether any model is trained: subset models (train mode) or retraining (notebook 05)."""
         return self.mode == "train" or self.retrain
@@ -160,8 +170,8 @@ def _check_type(value, hint) -> bool:
     if origin is list:
         (item,) = typing.get_args(hint)
         return isinstance(value, list) and all(_check_type(v, item) for v in value)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is float:  # NaN and infinities are never a valid setting (NaN compares False with every bound)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, hint)
@@ -171,6 +181,8 @@ def _validate(p: Params, source: str) -> None:
     hints = typing.get_type_hints(Params)
     for f in dataclasses.fields(p):
         v = getattr(p, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ParamsError(f"{source}: key '{f.name}' must be a finite number, got {v!r}")
         if not _check_type(v, hints[f.name]):
             raise ParamsError(f"{source}: key '{f.name}' must be {_type_name(hints[f.name])}, got {v!r}")
         if f.name in CHOICES and v not in CHOICES[f.name]:
@@ -200,12 +212,32 @@ def _validate(p: Params, source: str) -> None:
     if p.mode == "reference" and (p.dataset != "cifar100" or p.classes is not None or p.n_train_per_class
                                   or p.n_test_per_class):
         raise ParamsError(f"{source}: key 'mode': reference needs the full cifar100 (FZ's files use its indices)")
+    if p.mode == "train" and p.n_subset_models < 2:
+        raise ParamsError(f"{source}: key 'n_subset_models' must be >= 2 in train mode (memorization compares models "
+                          "that saw a point with models that did not)")
     if p.dup_review_threshold > p.dup_near_threshold:
         raise ParamsError(f"{source}: key 'dup_review_threshold' must be <= dup_near_threshold")
 
 
 def _type_name(hint) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load, but a key given twice is an error and 1e-1 is a float (YAML 1.1 reads it as text)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_implicit_resolver(  # floats with an exponent but no dot (1e-1, 5E4), as YAML 1.2 reads them
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def load(name_or_path: str | Path, **overrides) -> Params:
@@ -217,7 +249,9 @@ def load(name_or_path: str | Path, **overrides) -> Params:
         known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
         raise ParamsError(f"{path}: no such parameter file (known: {', '.join(known)})")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, dict):
@@ -244,9 +278,10 @@ def resolve_device(p: Params) -> str:
 
     has_cuda = torch.cuda.is_available()
     forced = os.environ.get("MEMAUDIT_ALLOW_CPU", "") not in ("", "0")
-    if p.requires_gpu and not has_cuda and not forced:
+    if (p.requires_gpu or p.gpu_cost) and not has_cuda and not forced:
+        why = "requires_gpu: true" if p.requires_gpu else f"{p.model} on the full {p.dataset}"
         raise MachineError(
-            f"parameter set '{p.name}' is meant for GPUs (requires_gpu: true) and no CUDA device is present; "
+            f"parameter set '{p.name}' is meant for GPUs ({why}) and no CUDA device is present; "
             "it would run for weeks on CPU. Use a CPU set (quick, smoke) or force it with MEMAUDIT_ALLOW_CPU=1."
         )
     if p.device == "cuda" and not has_cuda:

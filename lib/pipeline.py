@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import os
 import sys
 from pathlib import Path
@@ -30,6 +31,10 @@ def execute(params_name: str, notebook: Path, *, extra: dict | None = None) -> P
     if not notebook.is_file():  # before anything is deleted
         raise params_mod.ParamsError(f"{notebook}: no such notebook")
     run = RunFolder.of(p)
+    if notebook.name.startswith("00_"):  # the data passes its checks before anything is created in runs/
+        from . import data
+
+        data.load(p)
     run.root.mkdir(parents=True, exist_ok=True)
     p.fig_dir.mkdir(parents=True, exist_ok=True)
     run.write_params(p)
@@ -42,15 +47,19 @@ def execute(params_name: str, notebook: Path, *, extra: dict | None = None) -> P
     try:
         papermill.execute_notebook(
             str(notebook), str(partial), parameters={"params_name": params_name, **(extra or {})},
-            cwd=str(params_mod.ROOT), kernel_name="python3", log_output=True, progress_bar=False,
+            cwd=str(params_mod.ROOT), kernel_name=headless_kernel(), log_output=True, progress_bar=False,
         )
     except BaseException:
         if partial.exists():
             os.replace(partial, failed)
-        print(f"{notebook.name} failed; the executed copy is {failed}", file=sys.stderr)
+        mark_failed(p.fig_dir, notebook.name)
+        write_index(p)
+        print(f"{notebook.name} failed; the executed copy is {failed.relative_to(params_mod.ROOT)}", file=sys.stderr)
         raise
     export_html(nbformat.read(partial, as_version=4), p.fig_dir / notebook.with_suffix(".html").name)
+    record_outputs(run, notebook.name)
     os.replace(partial, out)
+    mark_succeeded(p.fig_dir, notebook.name)
     write_index(p)
     return out
 
@@ -67,22 +76,60 @@ OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 """
 
 
-def html_exporter():
-    """nbconvert's HTMLExporter (lab template) that references nothing remote (see OFFLINE_TEMPLATE)."""
+def html_exporter(*, code: bool = False):
+    """nbconvert's HTMLExporter (lab template) that references nothing remote (see OFFLINE_TEMPLATE).
+
+    code=False (the reviewer's page): code cells and prompts are left out, markdown and outputs stay.
+    """
     from nbconvert import HTMLExporter
 
     # The URLs are emptied too, so a block nbconvert may add later cannot bring them back.
     return HTMLExporter(template_name="lab", raw_template=OFFLINE_TEMPLATE, require_js_url="", mathjax_url="",
                         mermaid_js_url="", mermaid_layout_elk_js_url="", jupyter_widgets_base_url="",
-                        widget_renderer_url="")
+                        widget_renderer_url="", exclude_input=not code, exclude_input_prompt=not code,
+                        exclude_output_prompt=not code)
 
 
-def export_html(nb, path: Path) -> Path:
-    """Write the executed notebook `nb` (an nbformat node) as a self-contained HTML page at `path`."""
-    body, _ = html_exporter().from_notebook_node(nb)
+def code_page(path: Path) -> Path:
+    """figures/<params>/NN_name.code.html: the with-code export beside NN_name.html."""
     path = Path(path)
-    path.write_text(body)
+    return path.with_name(path.name[:-len(".html")] + ".code.html" if path.name.endswith(".html") else path.name)
+
+
+def export_html(nb, path: Path, *, with_code: bool = True) -> Path:
+    """Write the executed notebook `nb` (an nbformat node) as self-contained HTML pages: at `path` without code
+    (for reviewers) and, with_code, at NN_name.code.html beside it. No page holds an absolute path of this machine
+    (report.scrub_paths: the checkout becomes ".", the environment "[python env]", ...). Returns `path`."""
+    from . import report
+
+    path = Path(path)
+    for code, dst in ((False, path), (True, code_page(path))) if with_code else ((False, path),):
+        body, _ = html_exporter(code=code).from_notebook_node(nb)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.write_text(report.scrub_paths(body))
+        os.replace(tmp, dst)
     return path
+
+
+def headless_kernel() -> str:
+    """The kernel papermill runs a step in: this checkout's `memaudit` kernelspec (jupyter/kernels/memaudit/).
+
+    Its directory goes first on JUPYTER_PATH, so the kernel is found without registration (from the venv, a conda
+    env or a test) and is this checkout's even when an installed `memaudit` points elsewhere; it imports this
+    checkout's `lib` (launch.py there checks it). MEMAUDIT_HEADLESS=1 makes tqdm print text bars (no widget in
+    the executed notebook or its export). Both variables are set in this process, for the kernels it starts.
+    Without that kernelspec (a partial copy of the repository) the step runs in `python3`, and says so.
+    """
+    kernels = params_mod.ROOT / "jupyter" / "kernels"
+    os.environ["MEMAUDIT_HEADLESS"] = "1"
+    if not (kernels / "memaudit" / "kernel.json").is_file():
+        print("lib/pipeline: no kernelspec jupyter/kernels/memaudit in this checkout; running in python3, which "
+              "imports whichever lib the environment's install points at", file=sys.stderr)
+        return "python3"
+    path = [str(kernels.parent)] + [d for d in os.environ.get("JUPYTER_PATH", "").split(os.pathsep)
+                                    if d and d != str(kernels.parent)]
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(path)
+    return "memaudit"
 
 
 def clear_step_figures(fig_dir: Path, notebook_name: str) -> list[Path]:
@@ -97,47 +144,105 @@ def clear_step_figures(fig_dir: Path, notebook_name: str) -> list[Path]:
 
 
 def write_index(p: params_mod.Params) -> Path:
-    """figures/<params>/index.html: the executed notebooks in order, with the scale stated."""
-    pages = sorted(p.fig_dir.glob("[0-9][0-9]_*.html"))
-    scale = (f"dataset {p.dataset}, classes {'all' if p.classes is None else len(p.classes)}, "
-             f"train/class {p.n_train_per_class or 'all'}, model {p.model}, {p.epochs} epochs, "
-             f"{p.n_subset_models} subset models, {p.n_retrain_models} models per retraining condition, "
-             f"mode {p.mode}")
-    if not p.trains:
-        scale = (f"mode {p.mode}, no model trained: FZ's released high-influence pairs and ciFAIR's duplicate lists "
-                 f"on the full {p.dataset}")
-    warn = "" if p.paper_scale or not p.trains else (
-        "<p><b>Not the paper's scale.</b> Numbers here come from a reduced CPU parameter set; "
-        "they show the method working and must not be compared with the paper's values.</p>")
-    items = "\n".join(f'<li><a href="{html.escape(x.name)}">{html.escape(x.stem)}</a></li>' for x in pages)
-    sheets = {}
-    for f in sorted(p.fig_dir.glob("[0-9][0-9]_*_[0-9][0-9]*.png")):
-        sheets.setdefault(f.stem.rsplit("_", 1)[0], []).append(f.name)
-    review = "\n".join(
-        f'<li>{html.escape(stem)}: {len(files)} page(s): '
-        + " ".join(f'<a href="{html.escape(n)}">{i + 1}</a>' for i, n in enumerate(files)) + "</li>"
-        for stem, files in sheets.items())
-    reviewed = (RunFolder.filename("duplicates"), RunFolder.filename("groups"), "review_pages.csv")
-    tables = "\n".join(f'<li><a href="{n}">{n}</a></li>' for n in reviewed if (p.fig_dir / n).is_file())
-    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>Report: {p.name}</title></head><body>"
-           f"<h1>Is memorization actually necessary? Report for parameter set <code>{p.name}</code></h1>"
-           f"<p>Scale: {html.escape(scale)}.</p>{warn}<h2>Notebooks</h2><ol>{items}</ol>"
-           + (f"<h2>Review sheets</h2><ul>{review}</ul>" if review else "")
-           + (f"<h2>What a reviewer decides on</h2><ul>{tables}</ul>" if tables else "") + "</body></html>")
-    path = p.fig_dir / "index.html"
-    path.write_text(doc)
+    """figures/<params>/index.html: the report (lib/report.py)."""
+    from . import report
+
+    return report.write(p)
+
+
+# ---------------------------------------------------------------- a failed step marks the report
+STATUS = "status.json"  # figures/<params>/status.json: the step that failed last, while it stays failed
+
+
+def mark_failed(fig_dir: Path, notebook_name: str) -> None:
+    """Record that step NN failed: the report says it is incomplete and that pages from NN on are stale."""
+    (Path(fig_dir) / STATUS).write_text(json.dumps({"failed": notebook_name, "stale_from": notebook_name[:2]}))
+
+
+def mark_succeeded(fig_dir: Path, notebook_name: str) -> None:
+    """Clear the failure mark once the step that failed (or an earlier one rerun before it) succeeds."""
+    status = read_status(fig_dir)
+    if status and status["failed"] == notebook_name:
+        (Path(fig_dir) / STATUS).unlink()
+
+
+def read_status(fig_dir: Path) -> dict | None:
+    """{"failed": notebook name, "stale_from": "NN"} while a step's last run failed, else None."""
+    path = Path(fig_dir) / STATUS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# ---------------------------------------------------------------- artifacts changed or vanished since their step
+def _step_artifacts(run: RunFolder, notebook_name: str) -> list[Path]:
+    """The run-folder files the step writes (its artifacts in run_folder.ARTIFACTS), as they are now."""
+    from .run_folder import ARTIFACTS
+
+    out = []
+    for artifact, (_, writer) in ARTIFACTS.items():
+        if writer == Path(notebook_name).stem:
+            path = run.path(artifact)
+            out += sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path] * path.is_file()
+    return out
+
+
+def record_outputs(run: RunFolder, notebook_name: str) -> Path:
+    """runs/<params>/.outputs/<notebook>.json: size and mtime of every artifact the step left behind."""
+    rec = {str(f.relative_to(run.root)): [f.stat().st_size, f.stat().st_mtime_ns]
+           for f in _step_artifacts(run, notebook_name)}
+    path = run.root / ".outputs" / f"{Path(notebook_name).stem}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec, indent=0, sort_keys=True))
     return path
+
+
+def check_outputs(params_name: str) -> list[str]:
+    """Steps whose artifacts changed or vanished since they ran: their executed notebooks are removed
+    (so make reruns them, and every step after), and one line per step says what changed."""
+    p = params_mod.load(params_name)
+    run = RunFolder.of(p)
+    lines = []
+    for rec_path in sorted((run.root / ".outputs").glob("*.json")):
+        executed = run.notebook(f"{rec_path.stem}.ipynb")
+        if not executed.is_file():
+            continue
+        rec = json.loads(rec_path.read_text())
+        changed = [rel for rel, (size, mtime) in rec.items()
+                   if not (run.root / rel).is_file() or [(run.root / rel).stat().st_size,
+                                                          (run.root / rel).stat().st_mtime_ns] != [size, mtime]]
+        if changed:
+            executed.unlink()
+            lines.append(f"{rec_path.stem}: {len(changed)} artifact(s) changed or vanished since it ran "
+                         f"({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}); it reruns")
+    return lines
+
+
+# The errors a user can fix (a file, a key, the disk); the runner prints them as one line.
+USER_ERRORS = {"ParamsError", "MachineError", "DataError", "ReviewError", "StoreMismatch", "StoreCorrupt", "DiskFull",
+               "MissingArtifact", "NonFiniteLoss", "FormatError", "CifairError", "ReferenceError"}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("params", help="parameter set name (params/<name>.yaml)")
-    ap.add_argument("notebook", type=Path)
+    ap.add_argument("notebook", type=Path, nargs="?")
+    ap.add_argument("--check", action="store_true", help="only check the recorded artifacts of the steps that ran")
     args = ap.parse_args(argv)
+    debug = os.environ.get("MEMAUDIT_DEBUG", "") not in ("", "0")
     try:
+        if args.check:
+            for line in check_outputs(args.params):
+                print(line)
+            return
+        if args.notebook is None:
+            ap.error("give a notebook (or --check)")
         execute(args.params, args.notebook)
-    except (params_mod.ParamsError, params_mod.MachineError) as e:
-        sys.exit(f"error: {e}")  # one line, before any work
+    except Exception as e:
+        from papermill.exceptions import PapermillExecutionError
+
+        name, text = ((e.ename, e.evalue) if isinstance(e, PapermillExecutionError) else (type(e).__name__, str(e)))
+        if debug or name not in USER_ERRORS:
+            raise
+        sys.exit(f"error: {text} ({name}; MEMAUDIT_DEBUG=1 shows the traceback)")
 
 
 if __name__ == "__main__":

@@ -142,19 +142,46 @@ def hparams(*, P: params_mod.Params, planned: Planned):
     return HParams.from_params(P, weight_decay=planned.weight_decay, epochs=n_epochs(P))
 
 
-def signature(*, P: params_mod.Params, planned: Planned) -> dict:
+def signature(*, P: params_mod.Params, planned: Planned, data_digest: str) -> dict:
     """What a condition's store must agree with to be resumed or read: data rows, training settings, removal set."""
     digest = hashlib.sha1(np.ascontiguousarray(planned.removed, np.int64).tobytes()).hexdigest()
-    return {**P.data_identity(), **dataclasses.asdict(hparams(P=P, planned=planned)),
+    return {**P.data_identity(), "data_digest": data_digest, **dataclasses.asdict(hparams(P=P, planned=planned)),
             "condition": planned.condition.name, "n_remove": planned.n_remove, "removed_sha1": digest}
 
 
-def open_condition(*, P: params_mod.Params, planned: Planned, n_train: int, n_test: int):
-    """The condition's Store (created empty if missing); refuses one made differently."""
-    from . import store
+def open_condition(*, P: params_mod.Params, planned: Planned, ds, mode: str = "r+"):
+    """The condition's Store on dataset ds (created empty if missing, mode "r+"); refuses one made differently."""
+    from . import data, store
 
-    return store.open_store(planned.path, n_models=P.n_retrain_models, n_train=n_train, n_test=n_test,
-                            n_epochs=n_epochs(P), signature=signature(P=P, planned=planned))
+    return store.open_store(planned.path, n_models=P.n_retrain_models, n_train=len(ds.y_train),
+                            n_test=len(ds.y_test), n_epochs=n_epochs(P), mode=mode,
+                            signature=signature(P=P, planned=planned, data_digest=data.content_digest(ds)))
+
+
+def stale_stores(*, P: params_mod.Params, planned: list[Planned], ds) -> dict[Path, str]:
+    """Every condition store that exists but was made with other parameters, data or removal set: path -> why."""
+    from .store import StoreMismatch
+
+    out = {}
+    for p in planned:
+        if (p.path / "signature.json").is_file():
+            try:
+                open_condition(P=P, planned=p, ds=ds, mode="r")
+            except StoreMismatch as e:
+                out[p.path] = str(e)
+    return out
+
+
+def refuse_stale(*, P: params_mod.Params, planned: list[Planned], ds) -> None:
+    """Raise one StoreMismatch listing every stale store at once, with the one command that removes exactly those."""
+    from .store import StoreMismatch
+
+    stale = stale_stores(P=P, planned=planned, ds=ds)
+    if stale:
+        names = ", ".join(p.name for p in stale)
+        raise StoreMismatch(f"{len(stale)} retraining store(s) of '{P.name}' were made with other parameters, data or "
+                            f"removal sets ({names}); resuming would mix results. Remove exactly those with: "
+                            f"python -m lib.retrain --remove-stale {P.name}")
 
 
 def run_condition(*, P: params_mod.Params, ds, planned: Planned, device: str, ids=None, progress: bool = True):
@@ -165,7 +192,7 @@ def run_condition(*, P: params_mod.Params, ds, planned: Planned, device: str, id
     """
     from . import store, train
 
-    st = open_condition(P=P, planned=planned, n_train=len(ds.y_train), n_test=len(ds.y_test))
+    st = open_condition(P=P, planned=planned, ds=ds)
     hp = hparams(P=P, planned=planned)
     name = planned.condition.name
     ids = range(P.n_retrain_models) if ids is None else ids
@@ -196,8 +223,8 @@ def run_all(*, P: params_mod.Params, ds, planned: list[Planned], device: str, wo
 
     if P.mode == "reference":
         data.require_official(ds, "retraining without FZ's released memorized points")
-    stores = {p.condition.name: open_condition(P=P, planned=p, n_train=len(ds.y_train), n_test=len(ds.y_test))
-              for p in planned}
+    refuse_stale(P=P, planned=planned, ds=ds)
+    stores = {p.condition.name: open_condition(P=P, planned=p, ds=ds) for p in planned}
     todo = [(p.condition.name, i) for p in planned for i in stores[p.condition.name].todo(range(P.n_retrain_models))]
     workers = max(1, min(workers or workers_mod.default_workers(device, n_jobs=len(todo)), len(todo)))
     if workers == 1:
@@ -222,10 +249,36 @@ def _worker_main() -> None:
         run_condition(P=P, ds=ds, planned=by_name[name], device=device, ids=[i], progress=False)
 
 
-if __name__ == "__main__":
-    import sys
+def remove_stale(params_name: str) -> list[Path]:
+    """Delete exactly the stale condition stores of a parameter set (those refuse_stale lists); returns them."""
+    import shutil
 
-    if sys.argv[1:] == ["--worker"]:
-        _worker_main()
-    else:
-        sys.exit("usage: python -m lib.retrain --worker (internal; notebook 05 calls retrain.run_all)")
+    from . import data
+    from .run_folder import RunFolder
+
+    P = params_mod.load(params_name)
+    ds = data.load(P)
+    planned = plan(P=P, buckets=RunFolder.of(P).read_buckets())
+    gone = sorted(stale_stores(P=P, planned=planned, ds=ds))
+    for path in gone:
+        shutil.rmtree(path)
+    return gone
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Retraining stores (notebook 05 trains them through run_all).")
+    ap.add_argument("--remove-stale", metavar="PARAMS", help="delete the stores made with other parameters or data")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal: see lib/workers.py
+    args = ap.parse_args(argv)
+    if args.worker:
+        return _worker_main()
+    if not args.remove_stale:
+        ap.error("nothing to do: give --remove-stale PARAMS")
+    gone = remove_stale(args.remove_stale)
+    print(f"removed {len(gone)} stale store(s)" + "".join(f"\n  {p}" for p in gone))
+
+
+if __name__ == "__main__":
+    main()

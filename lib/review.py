@@ -14,7 +14,6 @@ Used for runs/<name>/duplicates.csv (keys train_idx, test_idx) and runs/<name>/g
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +45,7 @@ def read_decisions(path: Path | str, *, keys: list[str]) -> pd.DataFrame:
     missing = [c for c in (*keys, "decision") if c not in table.columns]
     if missing:
         raise ReviewError(f"{path}: missing column(s) {missing} (needs {keys + ['decision']})")
+    raw = table
     table = table[[*keys, "decision"]].copy()
     table["decision"] = table["decision"].str.strip().str.lower()
     for i, value in enumerate(table["decision"]):
@@ -62,14 +62,35 @@ def read_decisions(path: Path | str, *, keys: list[str]) -> pd.DataFrame:
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
         raise ReviewError(f"{path}: line {i + 2}: {dict(table.loc[i, keys])} is listed twice")
+    _refuse_edited_verdicts(raw, path=path)
     return table
+
+
+def _refuse_edited_verdicts(raw: pd.DataFrame, *, path: Path) -> None:
+    """A decision written into `verdict` or `final` instead of `decision` would be ignored: refuse it.
+
+    In a copied table, a row without a decision has final == (verdict == confirm); a row where
+    that no longer holds, or a verdict that is not confirm/reject, was edited by hand.
+    """
+    if not {"verdict", "final"} <= set(raw.columns):
+        return
+    verdict = raw["verdict"].str.strip().str.lower()
+    final = raw["final"].str.strip().str.lower()
+    undecided = raw["decision"].str.strip().eq("")
+    bad = undecided & (~verdict.isin(["confirm", "reject"]) | ~final.isin(["true", "false"])
+                       | (final.eq("true") != verdict.eq("confirm")))
+    if bad.any():
+        lines = ", ".join(str(i + 2) for i in np.flatnonzero(bad.to_numpy())[:8])
+        raise ReviewError(f"{path}: line(s) {lines}: `verdict`/`final` were edited but `decision` is empty; "
+                          "write confirm or reject in the decision column (verdict and final are recomputed)")
 
 
 def merge(auto: pd.DataFrame, *, keys: list[str], review_file: Path | str | None) -> pd.DataFrame:
     """`auto` (key columns + verdict) with decision, decided_by and final added from `review_file`.
 
-    A missing review file means no decisions. Reviewed rows that are not in `auto` are
-    ignored with a warning (the automatic table changed since the review was made).
+    A missing review file means no decisions. A decided row whose key is not in `auto` is an
+    error naming the file and the lines (swapped key columns, or a table that changed since the
+    review was made): a decision must never be dropped silently.
     """
     if "verdict" not in auto.columns:
         raise ValueError("the automatic table needs a 'verdict' column (confirm|reject)")
@@ -83,10 +104,12 @@ def merge(auto: pd.DataFrame, *, keys: list[str], review_file: Path | str | None
         joined = key_auto.merge(decided, on=keys, how="left")
         out["decision"] = joined["decision"].fillna("").to_numpy()
         unknown = decided.merge(key_auto, on=keys, how="left", indicator=True)["_merge"].eq("left_only")
-        n_unknown = int((unknown & decided["decision"].ne("")).sum())
-        if n_unknown:
-            warnings.warn(f"{review_file}: {n_unknown} decided row(s) are not in the automatic table; ignored",
-                          stacklevel=2)
+        lost = np.flatnonzero((unknown & decided["decision"].ne("")).to_numpy())
+        if len(lost):
+            shown = "; ".join(f"line {i + 2}: " + ", ".join(f"{k}={decided.loc[i, k]}" for k in keys) for i in lost[:5])
+            raise ReviewError(f"{review_file}: {len(lost)} decided row(s) match no flagged item ({shown}"
+                              f"{' ...' if len(lost) > 5 else ''}); were key columns swapped, or did the table "
+                              "change since the review? Fix or delete those rows")
     else:
         out["decision"] = ""
     by_person = out["decision"] != ""

@@ -44,17 +44,22 @@ def hparams(P) -> HParams:
     return HParams.from_params(P, weight_decay=wd)
 
 
-def signature(P, hp: HParams) -> dict:
-    """What the subset store's contents depend on: the data rows, the subset ratio, the training settings."""
-    return {**P.data_identity(), "subset_ratio": P.subset_ratio, **dataclasses.asdict(hp)}
+def signature(P, hp: HParams, *, data_digest: str) -> dict:
+    """What the subset store's contents depend on: the data (keys and content), the subset ratio, the training."""
+    return {**P.data_identity(), "data_digest": data_digest, "subset_ratio": P.subset_ratio,
+            **dataclasses.asdict(hp)}
 
 
-def open_subset_store(P, *, n_train: int, n_test: int, path=None) -> store_mod.Store:
-    """The subset store of P (created if absent); raises StoreMismatch if P differs from its signature."""
+def open_subset_store(P, *, ds, path=None, mode: str = "r+") -> store_mod.Store:
+    """The subset store of P on dataset ds (created if absent, mode "r+"; read-only with mode "r").
+
+    Raises StoreMismatch if P or the data differ from its signature.
+    """
     hp = hparams(P)
     path = RunFolder.of(P).subset_store() if path is None else path
-    return store_mod.open_store(path, n_models=P.n_subset_models, n_train=n_train, n_test=n_test,
-                                n_epochs=hp.epochs, signature=signature(P, hp))
+    return store_mod.open_store(path, n_models=P.n_subset_models, n_train=len(ds.y_train), n_test=len(ds.y_test),
+                                n_epochs=hp.epochs, signature=signature(P, hp, data_digest=data_mod.content_digest(ds)),
+                                mode=mode)
 
 
 def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = True, workers: int | None = None,
@@ -69,7 +74,7 @@ def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = 
     ds = data_mod.load(P)
     hp = hparams(P)
     n_train, n_test = len(ds.x_train), len(ds.x_test)
-    store = open_subset_store(P, n_train=n_train, n_test=n_test, path=path)
+    store = open_subset_store(P, ds=ds, path=path)
     models = range(P.n_subset_models) if models is None else models
     if len(models) and (min(models) < 0 or max(models) >= P.n_subset_models):
         raise ValueError(f"models {models} outside 0:{P.n_subset_models} (n_subset_models)")

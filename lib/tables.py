@@ -72,18 +72,18 @@ class Results:
     seconds: np.ndarray       # (k,) float64 training time per model
 
 
-def load_results(*, P: Params, planned: list[retrain.Planned], n_train: int, n_test: int) -> dict[str, Results]:
+def load_results(*, P: Params, planned: list[retrain.Planned], ds) -> dict[str, Results]:
     """condition name -> Results, for every planned condition whose store exists and has completed models.
 
-    Opening a store checks its signature, so results made with other parameters or
-    another removal set are refused rather than tabled.
+    Opening a store checks its signature (parameters, data, removal set) and its files, read-only,
+    so results made otherwise are refused rather than tabled, and damaged rows are left out.
     """
     out = {}
     for p in planned:
-        if not p.path.exists():
+        if not (p.path / "signature.json").is_file():
             continue
-        st = retrain.open_condition(P=P, planned=p, n_train=n_train, n_test=n_test)
-        done = np.flatnonzero(np.asarray(st.completed, bool))
+        st = retrain.open_condition(P=P, planned=p, ds=ds, mode="r")
+        done = st.done()
         if len(done) == 0:
             continue
         out[p.condition.name] = Results(

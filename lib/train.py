@@ -63,6 +63,10 @@ class HParams:
         return cls(**{n: overrides.get(n, getattr(P, n)) for n in names})
 
 
+class NonFiniteLoss(FloatingPointError):
+    """Training diverged: the model is not stored (its row stays incomplete)."""
+
+
 def default_threads() -> int:
     """Torch CPU threads: the cores this process may use (fixed per machine, so reruns agree)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -206,6 +210,7 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
         from tqdm.auto import tqdm
         epochs = tqdm(epochs, desc="epochs", leave=False, position=1)
     step = 0
+    finite = torch.ones((), dtype=torch.bool, device=device)  # stays on the device: checked once per epoch
     for epoch in epochs:
         model.train()
         for xb, yb in train_batches():
@@ -217,10 +222,14 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                 logits = model(normalize(xb.to(device, non_blocking=True), mean=mean, std=std))
                 loss = F.cross_entropy(logits.float(), yb.to(device, non_blocking=True),
                                        label_smoothing=hp.label_smoothing)
+            finite &= torch.isfinite(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
+        if not bool(finite):
+            raise NonFiniteLoss(f"the training loss became NaN or infinite in epoch {epoch + 1} (seed {seed}, "
+                                f"lr_peak {hp.lr_peak}, weight_decay {hp.weight_decay}); the model is not stored")
         test_correct, test_margin = evaluate(model, eval_batches("test"), n=n_test, device=device,
                                              mean=mean, std=std)
         curve[epoch] = test_correct.mean()

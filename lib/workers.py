@@ -7,8 +7,10 @@ resume never races an orphan. On CPU each child trains on one thread.
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -69,6 +71,10 @@ def run(*, module: str, payloads: list, total: int, n_left: Callable[[], int], d
                 proc.wait()
         bar.close()
     failed = [proc.returncode for proc in procs if proc.returncode != 0]
+    if -signal.SIGBUS in failed:  # a write into a memory-mapped store failed: no traceback exists to show
+        raise OSError(errno.ENOSPC, f"{module} worker(s) were killed by SIGBUS while writing their store rows: the "
+                      "disk is most likely full (check `df -h runs/`). Completed models are kept: free space and "
+                      "rerun the same command to resume.")
     if failed:
         raise RuntimeError(f"{len(failed)} {module} worker(s) failed (exit codes {failed}); see their tracebacks "
                            "above. Completed models are kept: rerun the same command to resume.")

@@ -174,9 +174,9 @@ def test_signature_tracks_the_removal_set(P):
     p1 = {q.condition.name: q for q in retrain.plan(P=P, buckets=b)}["minus_memorized_bucket_wd"]
     b = _buckets(memorized_bucket_idx=b.memorized_bucket_idx[1:])
     p2 = {q.condition.name: q for q in retrain.plan(P=P, buckets=b)}["minus_memorized_bucket_wd"]
-    assert retrain.signature(P=P, planned=p1) != retrain.signature(P=P, planned=p2)
+    assert retrain.signature(P=P, planned=p1, data_digest="d") != retrain.signature(P=P, planned=p2, data_digest="d")
     full = {q.condition.name: q for q in retrain.plan(P=P, buckets=b)}["full_wd"]
-    assert retrain.signature(P=P, planned=full)["weight_decay"] == 5e-4
+    assert retrain.signature(P=P, planned=full, data_digest="d")["weight_decay"] == 5e-4
 
 
 @pytest.mark.slow
@@ -212,14 +212,14 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
     # two worker processes filling the same condition give the same bits
     w = dataclasses.replace(p, path=tmp_path / "workers" / p.condition.name)
     retrain.run_all(P=P, ds=ds, planned=[w], device="cpu", workers=2, progress=False)
-    wst = retrain.open_condition(P=P, planned=w, n_train=len(ds.y_train), n_test=len(ds.y_test))
+    wst = retrain.open_condition(P=P, planned=w, ds=ds)
     assert wst.completed.all()
     np.testing.assert_array_equal(wst.test_correct, s.test_correct)
     np.testing.assert_array_equal(wst.curve, s.curve)
     # the store refuses to be resumed with another removal set
     other = dataclasses.replace(p, removed=np.array([1, 2, 3, 4]), path=tmp_path / "resumed" / p.condition.name)
     with pytest.raises(Exception, match="different parameters"):
-        retrain.open_condition(P=P, planned=other, n_train=len(ds.y_train), n_test=len(ds.y_test))
+        retrain.open_condition(P=P, planned=other, ds=ds)
 
 
 def _write_cifar100(folder, *, x_train, y_train, coarse_train, copy_from) -> None:

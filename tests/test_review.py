@@ -44,7 +44,9 @@ def test_generic_keys_and_unknown_rows(tmp_path):
     path = tmp_path / "groups.csv"
     pd.DataFrame({"group_id": [2, 7], "decision": ["reject", "confirm"]}).to_csv(path, index=False)
     auto = pd.DataFrame({"group_id": [0, 1, 2], "verdict": ["confirm", "reject", "confirm"]})
-    with pytest.warns(UserWarning, match="1 decided row"):
-        out = review.merge(auto, keys=["group_id"], review_file=path)
+    with pytest.raises(review.ReviewError, match=r"groups\.csv: 1 decided row.*line 3: group_id=7"):
+        review.merge(auto, keys=["group_id"], review_file=path)  # a decision is never dropped silently
+    pd.DataFrame({"group_id": [2, 7], "decision": ["reject", ""]}).to_csv(path, index=False)
+    out = review.merge(auto, keys=["group_id"], review_file=path)  # an undecided unknown row is harmless
     assert list(out["final"]) == [True, False, False]
     assert list(out["decided_by"]) == ["auto", "auto", "reviewer"]

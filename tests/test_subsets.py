@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lib import params, store as store_mod, subsets
+from lib import data, params, store as store_mod, subsets
 
 
 def test_masks_are_pure_functions_of_seed_and_id_with_exact_size():
@@ -68,8 +68,8 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(0.5)  # the workers die with their parent
-    partial = subsets.open_subset_store(P, n_train=whole.masks.shape[1], n_test=whole.test_correct.shape[1],
-                                        path=tmp_path / "killed")
+    ds = data.load(P)
+    partial = subsets.open_subset_store(P, ds=ds, path=tmp_path / "killed")
     kept = np.flatnonzero(partial.completed)
     assert 1 <= len(kept) < 5
     seconds_before = partial.seconds[kept].copy()
@@ -77,8 +77,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path):
     assert partial.completed.sum() == len(kept), "a worker outlived its killed parent"
 
     subprocess.run(cmd[:-2] + ["1", "--no-progress"], cwd=params.ROOT, env=os.environ.copy(), check=True)
-    resumed = subsets.open_subset_store(P, n_train=whole.masks.shape[1], n_test=whole.test_correct.shape[1],
-                                        path=tmp_path / "killed")
+    resumed = subsets.open_subset_store(P, ds=ds, path=tmp_path / "killed")
     assert np.array_equal(resumed.seconds[kept], seconds_before)  # finished models were not trained again
     for name in ARRAYS:
         a, b = getattr(whole, name), getattr(resumed, name)
@@ -87,10 +86,11 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path):
 
 def test_a_store_refuses_other_parameters(tmp_path):
     P = params.load(_tiny_params(tmp_path))
-    subsets.open_subset_store(P, n_train=1000, n_test=500, path=tmp_path / "s")
+    ds = data.load(P)
+    subsets.open_subset_store(P, ds=ds, path=tmp_path / "s")
     Q = params.load(_tiny_params(tmp_path, lr_peak=0.5))
     with pytest.raises(store_mod.StoreMismatch, match="lr_peak") as e:
-        subsets.open_subset_store(Q, n_train=1000, n_test=500, path=tmp_path / "s")
+        subsets.open_subset_store(Q, ds=ds, path=tmp_path / "s")
     assert str(tmp_path / "s") in str(e.value)
 
 
@@ -100,4 +100,4 @@ def test_hparams_come_from_params_and_subset_weight_decay_overrides(tmp_path):
     assert (hp.model, hp.width, hp.epochs, hp.weight_decay, hp.loader) == (P.model, 4, 2, 0.001, "tensor")
     Q = params.load(_tiny_params(tmp_path, weight_decay=0.001, subset_weight_decay=0.0))
     assert subsets.hparams(Q).weight_decay == 0.0
-    assert "weight_decay" in subsets.signature(Q, subsets.hparams(Q))
+    assert "weight_decay" in subsets.signature(Q, subsets.hparams(Q), data_digest="x")

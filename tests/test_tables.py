@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from lib import render, retrain, stats, tables
+from lib import data, render, retrain, stats, tables
 from lib.buckets import Buckets
 from lib.params import ROOT
 
@@ -223,11 +223,11 @@ def test_notebooks_05_06_smoke_end_to_end(tmp_path):
         planned = retrain.plan(P=P, buckets=RunFolder.of(P).read_buckets())
         assert len(planned) == 8  # the empty Leakage+Shift bucket and its control are not trained
         n_train, n_test = 1000, 500
-        res = tables.load_results(P=P, planned=planned, n_train=n_train, n_test=n_test)
+        res = tables.load_results(P=P, planned=planned, ds=data.load(P))
         assert all(len(r.ids) == P.n_retrain_models for r in res.values())
 
         def expected_cell():
-            res = tables.load_results(P=P, planned=planned, n_train=n_train, n_test=n_test)
+            res = tables.load_results(P=P, planned=planned, ds=data.load(P))
             t = tables.table2(acc={n: r.test_acc for n, r in res.items()},
                               n_remove={p.condition.name: p.n_remove for p in planned}, seed=P.seed)
             return render.format_table2(t).loc["Memorized Bucket", "ours: drop (pp)"]

@@ -60,11 +60,13 @@ class Params:
     label_smoothing: float = 0.0
     loader: str = "tensor"          # tensor (uint8 on device, batched augmentation) | ffcv
     eval_batch_size: int = 1024
+    compile: bool = False           # torch.compile the training forward on CUDA (off until measured: bench/bench_gpu.py)
 
     # --- subset runs: FZ's estimator (notebook 01) ---
     subset_ratio: float = 0.7       # r: fraction of the training set each subset model sees
     n_subset_models: int = 4000     # k
     subset_weight_decay: float | None = None  # None -> weight_decay
+    subset_curve_every: int = 10    # subset models: test accuracy every this many epochs + the last; 0: last only
 
     # --- memorization and influence (notebook 02) ---
     mem_threshold: float = 0.25     # memorized: mem >= this
@@ -156,6 +158,7 @@ POSITIVE = {"width", "epochs", "batch_size", "eval_batch_size", "n_subset_models
             "n_train_per_class", "n_test_per_class"}
 NON_NEGATIVE = {"lr_peak", "lr_peak_epoch", "momentum", "weight_decay", "label_smoothing", "seed",
                 "subset_weight_decay"}
+NON_NEGATIVE |= {"subset_curve_every"}  # 0: the last epoch only
 UNIT_OPEN = {"subset_ratio"}  # strictly inside (0, 1)
 UNIT_CLOSED = {"mem_threshold", "infl_threshold", "dup_near_threshold", "dup_review_threshold", "momentum",
                "label_smoothing"}

@@ -8,9 +8,13 @@ The whole loop, top to bottom:
   3. SGD with momentum (optionally Nesterov), weight decay, label smoothing and a
      triangular learning rate per step (linear warm-up to `lr_peak` at `lr_peak_epoch`,
      linear decay to 0 at the last epoch);
-  4. bf16 autocast + channels_last on GPU; float32 (channels_last too) on CPU;
-  5. after each epoch the test accuracy (the curve); after training, for every train
-     and test example whether the prediction is right and its margin.
+  4. bf16 autocast + channels_last on GPU (cudnn.benchmark on; optional torch.compile, `hp.compile`);
+     float32 (channels_last too) on CPU;
+  5. every `hp.curve_every` epochs and after the last, the test accuracy (the curve, NaN where not
+     evaluated); after training, for every train and test example whether the prediction is right
+     and its margin. Evaluation runs in float32 (autocast off): correctness and margins decide
+     memorization, so they are never computed from bf16-quantised logits. A non-finite loss, logit
+     or margin raises NonFiniteLoss; margins are saturated to the float16 range before storing.
 The FFCV backend (`hp.loader == "ffcv"`, lib/ffcv_loader.py) replaces step 1-2's batches only.
 
 On CPU a model is deterministic: its own torch generator (from `seed`) draws the init,
@@ -53,18 +57,35 @@ class HParams:
     label_smoothing: float
     loader: str              # tensor | ffcv
     eval_batch_size: int
+    curve_every: int = 1     # test accuracy every this many epochs and after the last; 0: last epoch only
+    compile: bool = False    # torch.compile the training forward (CUDA only; off until measured)
 
     @classmethod
     def from_params(cls, P, **overrides) -> "HParams":
-        names = [f.name for f in dataclasses.fields(cls)]
+        """P's values for every field; a field P lacks (curve_every) takes its default here unless overridden."""
+        fields = dataclasses.fields(cls)
+        names = [f.name for f in fields]
         unknown = set(overrides) - set(names)
         if unknown:
             raise TypeError(f"HParams has no field(s) {sorted(unknown)}")
-        return cls(**{n: overrides.get(n, getattr(P, n)) for n in names})
+        return cls(**{f.name: overrides[f.name] if f.name in overrides else getattr(P, f.name, f.default)
+                      for f in fields})
 
 
 class NonFiniteLoss(FloatingPointError):
-    """Training diverged: the model is not stored (its row stays incomplete)."""
+    """Training diverged (a loss, logit or margin is NaN/inf): the model is not stored (its row stays incomplete)."""
+
+
+F16_MAX = float(np.finfo(np.float16).max)  # 65504: margins are saturated to +-this before the float16 cast
+
+
+def curve_epochs(epochs: int, every: int) -> np.ndarray:
+    """(epochs,) bool: after which epochs the test accuracy is evaluated (every `every`-th and the last)."""
+    at = np.zeros(epochs, dtype=bool)
+    if every > 0:
+        at[every - 1::every] = True
+    at[-1] = True
+    return at
 
 
 def default_threads() -> int:
@@ -83,6 +104,24 @@ def pad_images(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, 0, PAD, PAD, PAD, PAD))
 
 
+def epoch_draws(idx: torch.Tensor, *, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """The epoch's random choices, drawn on the CPU in the loader's historical order, as one (4, n_sub) int64.
+
+    Rows: the permuted subset rows, the crop's row offset dy, column offset dx, the flip (0/1).
+    The draws are randperm, then per batch randint (dy), randint (dx), rand (flip) -- exactly the
+    sequence the per-batch loader drew, so batches are bit-identical to it for the same generator.
+    """
+    perm = idx[torch.randperm(len(idx), generator=generator)]
+    out = torch.empty(4, len(perm), dtype=torch.int64)
+    out[0] = perm
+    for start in range(0, len(perm), batch_size):
+        n_b = len(perm[start:start + batch_size])
+        out[1, start:start + n_b] = torch.randint(0, 2 * PAD + 1, (n_b,), generator=generator)
+        out[2, start:start + n_b] = torch.randint(0, 2 * PAD + 1, (n_b,), generator=generator)
+        out[3, start:start + n_b] = (torch.rand(n_b, generator=generator) < 0.5).long()
+    return out
+
+
 def augmented_batches(x_pad: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *, batch_size: int,
                       generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch over rows `idx` of x_pad in random order, randomly cropped and flipped.
@@ -90,7 +129,32 @@ def augmented_batches(x_pad: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *
     x_pad  # (n, 40, 40, 3) uint8 on the device;  idx  # (n_sub,) int64 on the CPU
     Yields (x (B, 3, 32, 32) uint8 with channels_last strides, y (B,) int64). All random
     numbers come from `generator` (a CPU generator), so the device does not change them.
+    The epoch's indices go to the device in one copy (pinned, non-blocking on CUDA) and are
+    sliced there: no host synchronisation per batch.
     """
+    device = x_pad.device
+    size = x_pad.shape[1] - 2 * PAD
+    draws = epoch_draws(idx, batch_size=batch_size, generator=generator)  # (4, n_sub) on the CPU
+    if device.type == "cuda":
+        draws = draws.pin_memory().to(device, non_blocking=True)
+    else:
+        draws = draws.to(device)
+    ar = torch.arange(size, device=device)
+    perm, dy, dx, flip = draws[0], draws[1, :, None], draws[2, :, None], draws[3, :, None].bool()
+    r_all = dy + ar  # (n_sub, 32) source rows of the crop
+    c_all = torch.where(flip, dx + (size - 1) - ar, dx + ar)  # (n_sub, 32) source columns, reversed if flipped
+    for start in range(0, len(perm), batch_size):
+        rows = perm[start:start + batch_size]  # (B,)
+        r, c = r_all[start:start + batch_size], c_all[start:start + batch_size]
+        xb = x_pad[rows[:, None, None], r[:, :, None], c[:, None, :]]  # (B, 32, 32, 3): one gather
+        yield xb.permute(0, 3, 1, 2), y[rows]
+
+
+def augmented_batches_per_batch(x_pad: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *, batch_size: int,
+                                generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The previous loader, kept as the reference: the same batches as `augmented_batches`, but it draws
+    per batch and copies three index tensors to the device per batch (a blocking copy: a host sync per
+    step). Tests check the two agree bit for bit; bench/bench_gpu.py measures the difference."""
     device = x_pad.device
     size = x_pad.shape[1] - 2 * PAD
     ar = torch.arange(size)
@@ -101,10 +165,10 @@ def augmented_batches(x_pad: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *
         dy = torch.randint(0, 2 * PAD + 1, (n_b, 1), generator=generator)
         dx = torch.randint(0, 2 * PAD + 1, (n_b, 1), generator=generator)
         flip = torch.rand(n_b, 1, generator=generator) < 0.5
-        r = dy + ar  # (B, 32) source rows of the crop
-        c = torch.where(flip, dx + (size - 1) - ar, dx + ar)  # (B, 32) source columns, reversed if flipped
+        r = dy + ar
+        c = torch.where(flip, dx + (size - 1) - ar, dx + ar)
         rows, r, c = rows.to(device), r.to(device), c.to(device)
-        xb = x_pad[rows[:, None, None], r[:, :, None], c[:, None, :]]  # (B, 32, 32, 3): one gather
+        xb = x_pad[rows[:, None, None], r[:, :, None], c[:, None, :]]
         yield xb.permute(0, 3, 1, 2), y[rows]
 
 
@@ -121,27 +185,44 @@ def normalize(xb: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor) -> tor
 
 
 # ---------------------------------------------------------------- 5. evaluation
+def eval_logits(model: torch.nn.Module, xb: torch.Tensor, *, mean, std) -> torch.Tensor:
+    """float32 logits of uint8 images xb, autocast off (whatever the caller's context): the evaluation forward."""
+    with torch.autocast(device_type=xb.device.type, enabled=False):
+        return model(normalize(xb, mean=mean, std=std)).float()
+
+
+def _raise_non_finite(what: str, context: str) -> None:
+    raise NonFiniteLoss(f"{what} became NaN or infinite{context}; the model is not stored")
+
+
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches, *, n: int, device: str, mean, std
+def evaluate(model: torch.nn.Module, batches, *, n: int, device: str, mean, std, context: str = ""
              ) -> tuple[np.ndarray, np.ndarray]:
-    """correct (n,) bool and margin (n,) float16: true-class logit minus the largest other logit."""
+    """correct (n,) bool and margin (n,) float16: true-class logit minus the largest other logit.
+
+    Logits are float32 (autocast off). A non-finite logit raises NonFiniteLoss; finite margins
+    beyond the float16 range are saturated to +-65504 (they would overflow to +-inf).
+    """
     model.eval()
-    correct = np.zeros(n, dtype=bool)
-    margin = np.zeros(n, dtype=np.float16)
+    correct = torch.zeros(n, dtype=torch.bool, device=device)
+    margin = torch.zeros(n, dtype=torch.float32, device=device)
+    finite = torch.ones((), dtype=torch.bool, device=device)
     at = 0
     for xb, yb in batches:
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
-            logits = model(normalize(xb, mean=mean, std=std))
-        logits = logits.float()
+        logits = eval_logits(model, xb, mean=mean, std=std)
+        finite &= torch.isfinite(logits).all()
         true = logits.gather(1, yb[:, None])[:, 0]
         other = logits.scatter(1, yb[:, None], float("-inf")).amax(1)
         m = len(yb)
-        correct[at:at + m] = (logits.argmax(1) == yb).cpu().numpy()
-        margin[at:at + m] = (true - other).cpu().numpy().astype(np.float16)
+        correct[at:at + m] = logits.argmax(1) == yb
+        margin[at:at + m] = true - other
         at += m
     assert at == n, f"evaluated {at} examples, expected {n}"
-    return correct, margin
+    if not bool(finite):  # one host sync per evaluation
+        _raise_non_finite("a logit at evaluation", context)
+    margin = margin.clamp(-F16_MAX, F16_MAX)
+    return correct.cpu().numpy(), margin.cpu().numpy().astype(np.float16)
 
 
 # ---------------------------------------------------------------- 3-4. training
@@ -155,7 +236,7 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     hp.loader == "ffcv"; None writes them to the default cache (lib/ffcv_loader.py).
     threads: torch CPU threads (default: all cores of this process); fixed so reruns agree.
     Returns train_correct / train_margin (n_train,), test_correct / test_margin (n_test,),
-    test_acc, train_acc (on train_idx), curve (epochs,) float32 test accuracy after each epoch, seconds.
+    test_acc, train_acc (on train_idx), curve (epochs,) float32 test accuracy after each evaluated epoch (NaN elsewhere, hp.curve_every), seconds.
     """
     t_start = time.perf_counter()
     threads = threads or default_threads()
@@ -170,6 +251,11 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
         torch.manual_seed(int(seed))
         model = build_model(hp.model, n_classes=n_classes, width=hp.width)
     model = model.to(device, memory_format=torch.channels_last)
+    forward = model
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+        if hp.compile:  # full batches only; the ragged last batch runs eagerly (same parameters)
+            forward = torch.compile(model, dynamic=False)
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
 
@@ -204,7 +290,9 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=hp.momentum, nesterov=hp.nesterov,
                                 weight_decay=hp.weight_decay)
     steps_per_epoch = math.ceil(len(train_idx) / hp.batch_size)
-    curve = np.zeros(hp.epochs, dtype=np.float32)
+    curve = np.full(hp.epochs, np.nan, dtype=np.float32)  # NaN where not evaluated
+    curve_at = curve_epochs(hp.epochs, hp.curve_every)
+    context = f" (seed {seed}, lr_peak {hp.lr_peak}, weight_decay {hp.weight_decay})"
     epochs = range(hp.epochs)
     if progress:
         from tqdm.auto import tqdm
@@ -218,8 +306,9 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                                epochs=hp.epochs)  # at the middle of the step
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            fwd = forward if len(yb) == hp.batch_size else model
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_gpu):
-                logits = model(normalize(xb.to(device, non_blocking=True), mean=mean, std=std))
+                logits = fwd(normalize(xb.to(device, non_blocking=True), mean=mean, std=std))
                 loss = F.cross_entropy(logits.float(), yb.to(device, non_blocking=True),
                                        label_smoothing=hp.label_smoothing)
             finite &= torch.isfinite(loss.detach())
@@ -228,16 +317,16 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
             optimizer.step()
             step += 1
         if not bool(finite):
-            raise NonFiniteLoss(f"the training loss became NaN or infinite in epoch {epoch + 1} (seed {seed}, "
-                                f"lr_peak {hp.lr_peak}, weight_decay {hp.weight_decay}); the model is not stored")
-        test_correct, test_margin = evaluate(model, eval_batches("test"), n=n_test, device=device,
-                                             mean=mean, std=std)
-        curve[epoch] = test_correct.mean()
-        if progress:
-            epochs.set_postfix(test_acc=f"{curve[epoch]:.3f}")
+            _raise_non_finite(f"the training loss in epoch {epoch + 1}", context)
+        if curve_at[epoch]:
+            test_correct, test_margin = evaluate(model, eval_batches("test"), n=n_test, device=device,
+                                                 mean=mean, std=std, context=context)
+            curve[epoch] = test_correct.mean()
+            if progress:
+                epochs.set_postfix(test_acc=f"{curve[epoch]:.3f}")
 
     train_correct, train_margin = evaluate(model, eval_batches("train"), n=n_train, device=device,
-                                           mean=mean, std=std)
+                                           mean=mean, std=std, context=context)
     return dict(
         train_correct=train_correct,  # (n_train,) bool, every row of x_train
         train_margin=train_margin,    # (n_train,) float16
@@ -245,6 +334,6 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
         test_margin=test_margin,      # (n_test,) float16
         test_acc=float(test_correct.mean()),
         train_acc=float(train_correct[train_idx.numpy()].mean()),
-        curve=curve,                  # (epochs,) float32
+        curve=curve,                  # (epochs,) float32, NaN where not evaluated
         seconds=time.perf_counter() - t_start,
     )

@@ -11,6 +11,14 @@ Opening the server to other hosts is an explicit choice, never a default: set ME
 address to listen on (e.g. 0.0.0.0) AND MEMAUDIT_LAB_PASSWORD_HASH to a hashed password made with
 `python -c "from jupyter_server.auth import passwd; print(passwd())"`. Without the hash the server refuses
 to start. Traffic is plain HTTP unless you also pass --certfile/--keyfile: prefer the ssh tunnel.
+
+Kernels and saving:
+- the `memaudit` kernel is this checkout's jupyter/kernels/memaudit/ (searched before any installed kernelspec,
+  so `make lab` needs no registration, with pip or conda): it imports this checkout's `lib`, whichever checkout
+  the environment's editable install points at (see jupyter/kernels/memaudit/launch.py);
+- notebooks under notebooks/ (the committed sources) are saved without outputs, execution counts or widget
+  state (`strip_outputs`, a pre-save hook): running a notebook interactively never changes its source beyond
+  what you typed. Executed copies elsewhere (runs/, your own scratch notebooks) are saved as they are.
 """
 import ipaddress
 import os
@@ -30,7 +38,35 @@ def _is_loopback(ip: str) -> bool:
         return False
 
 
+SOURCE_NOTEBOOKS = "notebooks/"  # API path (relative to the root) of the committed notebooks
+
+
+def strip_outputs(model, path, contents_manager=None, **kwargs):
+    """pre_save_hook: a notebook saved under notebooks/ keeps its cells and metadata but no outputs.
+
+    Code cells lose their outputs and execution counts, the notebook its widget state (what
+    tests/test_notebooks.py requires of a committed notebook). Other notebooks are left as they are.
+    """
+    if model.get("type") != "notebook" or not str(path).lstrip("/").startswith(SOURCE_NOTEBOOKS):
+        return
+    nb = model.get("content") or {}
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+    nb.get("metadata", {}).pop("widgets", None)
+
+
 c.ServerApp.root_dir = str(ROOT)
+c.ContentsManager.pre_save_hook = strip_outputs
+# This checkout's kernelspecs (jupyter/kernels/) before the installed ones: JUPYTER_PATH's first entry wins, for the
+# kernel list and for starting kernels alike (KernelSpecManager.kernel_dirs is not configurable). lib/pipeline.py
+# does the same for papermill.
+os.environ["JUPYTER_PATH"] = os.pathsep.join(
+    [str(ROOT / "jupyter")] + [d for d in os.environ.get("JUPYTER_PATH", "").split(os.pathsep)
+                               if d and Path(d) != ROOT / "jupyter"])
+# Kernels started here are interactive: tqdm shows widget bars (the pipeline's MEMAUDIT_HEADLESS is for papermill).
+os.environ.pop("MEMAUDIT_HEADLESS", None)
 c.ServerApp.allow_unauthenticated_access = False  # every endpoint needs the token (or password)
 c.ServerApp.disable_check_xsrf = False
 c.ServerApp.allow_origin = ""                     # no cross-origin requests

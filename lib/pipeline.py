@@ -9,7 +9,6 @@ leaves no executed notebook behind, so make re-runs it.
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import sys

@@ -279,16 +279,20 @@ def resolve_device(p: Params) -> str:
     """'cuda' or 'cpu'. A GPU parameter set without a GPU stops (unless forced)."""
     import torch
 
+    from .cost import cuda_diagnosis
+
     has_cuda = torch.cuda.is_available()
     forced = os.environ.get("MEMAUDIT_ALLOW_CPU", "") not in ("", "0")
     if (p.requires_gpu or p.gpu_cost) and not has_cuda and not forced:
         why = "requires_gpu: true" if p.requires_gpu else f"{p.model} on the full {p.dataset}"
         raise MachineError(
             f"parameter set '{p.name}' is meant for GPUs ({why}) and no CUDA device is present; "
-            "it would run for weeks on CPU. Use a CPU set (quick, smoke) or force it with MEMAUDIT_ALLOW_CPU=1."
+            "it would run for weeks on CPU. Use a CPU set (quick, smoke) or force it with MEMAUDIT_ALLOW_CPU=1. "
+            f"Why CUDA is unavailable: {cuda_diagnosis()}"
         )
     if p.device == "cuda" and not has_cuda:
-        raise MachineError(f"parameter set '{p.name}' asks for device: cuda and no CUDA device is present")
+        raise MachineError(f"parameter set '{p.name}' asks for device: cuda and no CUDA device is present. "
+                           f"Why CUDA is unavailable: {cuda_diagnosis()}")
     if p.device == "auto":
         return "cuda" if has_cuda else "cpu"
     return p.device

@@ -155,6 +155,8 @@ def plot_curves(*, results: Mapping, path: Path | None = None):
         curve = np.asarray(r.curve, np.float64) * 100  # (k, n_epochs)
         m, s = curve.mean(0), (curve.std(0, ddof=1) if len(curve) > 1 else np.zeros(curve.shape[1]))
         ep = np.arange(1, curve.shape[1] + 1)
+        ok = np.isfinite(m)  # epochs not evaluated are NaN
+        ep, m, s = ep[ok], m[ok], s[ok]
         ls = ":" if cond.random else ("-" if cond.removal is None else "--")
         ax.plot(ep, m, ls, color=f"C{k}", label=f"{name} ({len(curve)})")
         ax.fill_between(ep, m - s, m + s, color=f"C{k}", alpha=0.07)

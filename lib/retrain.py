@@ -139,7 +139,8 @@ def hparams(*, P: params_mod.Params, planned: Planned):
     """The training settings (train.HParams) of a condition's models: P's, with its weight decay and epochs."""
     from .train import HParams  # torch: only where models are trained
 
-    return HParams.from_params(P, weight_decay=planned.weight_decay, epochs=n_epochs(P))
+    return HParams.from_params(P, weight_decay=planned.weight_decay, epochs=n_epochs(P),
+                               curve_every=1)  # every epoch: the conditions' curves are the convergence evidence
 
 
 def signature(*, P: params_mod.Params, planned: Planned, data_digest: str) -> dict:

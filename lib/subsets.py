@@ -41,7 +41,7 @@ def model_seed(*, seed: int, model_id: int) -> int:
 def hparams(P) -> HParams:
     """The subset models' training hyper-parameters (subset_weight_decay overrides weight_decay)."""
     wd = P.weight_decay if P.subset_weight_decay is None else P.subset_weight_decay
-    return HParams.from_params(P, weight_decay=wd)
+    return HParams.from_params(P, weight_decay=wd, curve_every=P.subset_curve_every)
 
 
 def signature(P, hp: HParams, *, data_digest: str) -> dict:

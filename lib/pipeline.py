@@ -66,12 +66,16 @@ def execute(params_name: str, notebook: Path, *, extra: dict | None = None) -> P
 # nbconvert's lab template with every remote load taken out: require.js and MathJax (cdnjs), mermaid
 # (cdnjs, imported when a diagram is present) and the jupyter-widgets renderer (unpkg). The CSS is inlined
 # and matplotlib figures are embedded as data: URIs, so an export opens offline, loading nothing.
-# Math in markdown then shows as TeX source; widgets show their text fallback.
+# Math in markdown then shows as TeX source; widgets show their text fallback. Images are at most 1,200 px wide.
 OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{% block extra_css %}<style>
+/* no image is shown wider than 1,200 px, the report's page limit (wider matplotlib figures are scaled down) */
+body .jp-OutputArea-output img, body .jp-RenderedHTMLCommon img { max-width: min(100%, 1200px); height: auto; }
+</style>{% endblock extra_css %}
 """
 
 

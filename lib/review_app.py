@@ -80,10 +80,13 @@ class ReviewSession:
         self.files = {a: Path(p) for a, p in (review_files or {
             a: review.review_path(params_name=name, artifact=a) for a in KEYS}).items()}
         self.tables: dict[str, pd.DataFrame] = {}
+        self.missing: list[str] = []  # what the run does not have yet: "<file>: run notebook NN first"
         for artifact, read in (("duplicates", run.read_duplicates), ("groups", run.read_groups)):
             try:
                 table = read()
             except MissingArtifact:
+                self.missing.append(f"{RunFolder.filename(artifact)} (run notebook "
+                                    f"{'03' if artifact == 'duplicates' else '04'} for '{name}' first)")
                 table = pd.DataFrame(columns=KEYS[artifact] + ["verdict"])
             self.tables[artifact] = table.drop(columns=[c for c in DROP if c in table.columns]).reset_index(drop=True)
         self.items = self._items()
@@ -241,8 +244,9 @@ class ReviewApp:
                      f"once to <code>{_rel(session.files['duplicates'])}</code> / "
                      f"<code>{_rel(session.files['groups'])}</code>; it counts the next time notebooks 03 and 04 run "
                      f"(<code>make all PARAMS={session.name}</code>).")
-        self.widget = w.VBox([w.HTML(help_text), w.HBox([self.progress, self.status]), self.header, self.view,
-                              w.HBox([*self.buttons.values(), self.keys])])
+        # the buttons and the key box above the item, so they stay in the same place whatever its size
+        self.widget = w.VBox([w.HTML(help_text), w.HBox([self.progress, self.status]),
+                              w.HBox([*self.buttons.values(), self.keys]), self.header, self.view])
         self.render()
 
     @classmethod
@@ -252,6 +256,8 @@ class ReviewApp:
 
         P = params.load(params_name)
         session = ReviewSession(params_name, RunFolder.of(P))
+        if len(session.missing) == len(KEYS):
+            raise MissingArtifact(f"nothing to review in runs/{params_name}/: no {' and no '.join(session.missing)}")
         ds = data.load(P)
         run = RunFolder.of(P)
         mem = run.read_scores().mem if run.exists("scores") else None
@@ -337,10 +343,12 @@ class ReviewApp:
         self.progress.value = c["decided"]
         self.status.value = (f"{c['decided']} of {c['items']} decided ({c['confirm']} confirm, {c['reject']} reject)")
         item = s.current
+        missing = "".join(f"<p>Not in this run yet: {html.escape(m)}.</p>" for m in s.missing)
         if item is None:
             left = c["items"] - c["decided"]
-            self.header.value = ("<h3>Done: every item has a decision.</h3>" if not left else
-                                 f"<h3>End of the list: {left} item(s) skipped (press b to go back).</h3>")
+            self.header.value = ("<h3>Nothing to review.</h3>" if not c["items"] else
+                                 "<h3>Done: every item has a decision.</h3>" if not left else
+                                 f"<h3>End of the list: {left} item(s) skipped (press b to go back).</h3>") + missing
             self.view.children = ()
             return
         r = item.row
@@ -360,7 +368,7 @@ class ReviewApp:
                 f"<h3>Duplicate pair {s.pos + 1} of {c['items']}: train {a} · test {b}</h3>"
                 f"<p>automatic verdict <b>{r.get('verdict')}</b> · kind {r.get('kind')} · score {score} · "
                 f"source {r.get('source')} · ciFAIR {judgment} · finder {r.get('finder_kind')} · "
-                f"memorized {bool(r.get('memorized'))} · labels {labels}{where}</p><p>{yours}</p>")
+                f"memorized {bool(r.get('memorized'))} · labels {labels}{where}</p><p>{yours}</p>{missing}")
             mem = f" · mem {self.mem[a]:.2f}" if self.mem is not None and 0 <= a < len(self.mem) else ""
             self.view.children = (self._cell(self.x_train, a, PAIR_PX, f"train {a}<br>{self._name(r.get('train_label'))}{mem}"),
                                   self._cell(self.x_test, b, PAIR_PX, f"TEST {b}<br>{self._name(r.get('test_label'))}"))

@@ -73,7 +73,7 @@ class Browser:
         args = [exe, "--headless=new", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
                 "--disable-extensions", "--disable-background-networking", "--remote-debugging-port=0",
                 f"--user-data-dir={profile}", f"--window-size={width},{height}",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost", "about:blank"]
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1", "about:blank"]
         if os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -199,7 +199,8 @@ def test_the_smoke_report_in_a_real_browser(tmp_path):
 
 
 def _make_lab_command(tmp_path) -> list[str]:
-    out = subprocess.run(["make", "-s", "-n", "lab", f"DEPS_MK={tmp_path / 'deps.mk'}", "ENV_STAMP="], cwd=ROOT,
+    out = subprocess.run(["make", "-s", "-n", "lab", f"DEPS_MK={tmp_path / 'deps.mk'}", "ENV_STAMP=", f"PY={sys.executable}"],
+                         cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     lines = [ln for ln in out.stdout.splitlines() if " -m jupyter lab" in ln]
     assert len(lines) == 1, out.stdout + out.stderr

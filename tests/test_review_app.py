@@ -198,3 +198,27 @@ def test_the_review_notebook_is_thin_and_committed_without_outputs():
     assert all(not c["outputs"] and not c["execution_count"] for c in code)
     assert "ReviewApp.open(params_name)" in "".join(code[-1]["source"]) and len(code) == 2
     assert "parameters" in code[0]["metadata"]["tags"]
+
+
+def test_a_run_without_its_tables_says_which_notebook_to_run(tmp_path, run):
+    from lib.run_folder import MissingArtifact
+
+    empty = _session(RunFolder(tmp_path / "runs" / "empty"), tmp_path)
+    assert empty.done and empty.items == [] and len(empty.missing) == 2
+    app = _app(empty)
+    assert "Nothing to review." in app.header.value and "run notebook 03 for" in html.unescape(app.header.value)
+    run.path("groups").unlink()  # duplicates only: the pairs are reviewed, the missing groups are named
+    s = _session(run, tmp_path)
+    assert len(s.items) == 4 and s.missing == ["groups.csv (run notebook 04 for 't' first)"]
+    with pytest.raises(MissingArtifact, match="nothing to review in runs/nosuchrun/"):
+        _open_a_run_that_never_ran()
+
+
+def _open_a_run_that_never_ran():
+    from dataclasses import replace
+    from unittest import mock
+
+    from lib import params
+    P = replace(params.load("smoke"), name="nosuchrun")  # runs/nosuchrun/ does not exist
+    with mock.patch.object(params, "load", lambda name: P):
+        ReviewApp.open("nosuchrun")

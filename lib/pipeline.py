@@ -83,11 +83,15 @@ def html_exporter(*, code: bool = False):
     """nbconvert's HTMLExporter (lab template) that references nothing remote (see OFFLINE_TEMPLATE).
 
     code=False (the reviewer's page): code cells and prompts are left out, markdown and outputs stay.
+    Consecutive stream outputs are merged and carriage returns applied, so a text progress bar shows its last
+    state only, not one line per update.
     """
     from nbconvert import HTMLExporter
+    from traitlets.config import Config
 
     # The URLs are emptied too, so a block nbconvert may add later cannot bring them back.
-    return HTMLExporter(template_name="lab", raw_template=OFFLINE_TEMPLATE, require_js_url="", mathjax_url="",
+    return HTMLExporter(config=Config({"CoalesceStreamsPreprocessor": {"enabled": True}}),
+                        template_name="lab", raw_template=OFFLINE_TEMPLATE, require_js_url="", mathjax_url="",
                         mermaid_js_url="", mermaid_layout_elk_js_url="", jupyter_widgets_base_url="",
                         widget_renderer_url="", exclude_input=not code, exclude_input_prompt=not code,
                         exclude_output_prompt=not code)

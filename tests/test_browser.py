@@ -417,7 +417,8 @@ def test_the_kernel_imports_its_own_checkouts_lib(tmp_path):
 def test_the_pipeline_kernel_is_found_and_falls_back_with_a_message(tmp_path, monkeypatch, capsys):
     from jupyter_client.kernelspec import KernelSpecManager
 
-    monkeypatch.delenv("JUPYTER_PATH", raising=False)
+    monkeypatch.delenv("JUPYTER_PATH", raising=False)  # both restored after the test
+    monkeypatch.delenv("MEMAUDIT_HEADLESS", raising=False)
     assert pipeline.headless_kernel() == "memaudit" and os.environ["MEMAUDIT_HEADLESS"] == "1"
     spec = KernelSpecManager().get_kernel_spec("memaudit")  # as papermill finds it
     assert spec.resource_dir == str(ROOT / "jupyter" / "kernels" / "memaudit")

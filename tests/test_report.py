@@ -158,6 +158,8 @@ def _executed_nb():
                 nbformat.v4.new_code_cell("print(P.fig_dir)  # SECRET_SOURCE_LINE")]
     nb.cells[1].outputs = [
         nbformat.v4.new_output("stream", name="stdout", text=f"{ROOT}/figures/x\n"),
+        *[nbformat.v4.new_output("stream", name="stderr", text=f"\rscoring: {i}0%|") for i in range(1, 10)],
+        nbformat.v4.new_output("stream", name="stderr", text="\rscoring: 100%|\n"),  # a text progress bar
         nbformat.v4.new_output("error", ename="ValueError", evalue="boom",
                                traceback=[f"File {sys.base_prefix}/lib/python3.11/x.py:1", f"{ROOT}/lib/data.py"])]
     nb.metadata["kernelspec"] = {"name": "memaudit", "display_name": "memaudit (project)", "language": "python"}
@@ -170,6 +172,7 @@ def test_exports_hide_the_code_keep_a_code_copy_and_hold_no_machine_path(tmp_pat
     reviewer, with_code = path.read_text(), (tmp_path / "03_x.code.html").read_text()
     assert "SECRET_SOURCE_LINE" not in reviewer and "SECRET_SOURCE_LINE" in with_code
     assert "./figures/x" in reviewer and "Title" in reviewer and "[python]/lib/python3.11/x.py" in reviewer
+    assert "scoring: 100%|" in reviewer and "scoring: 90%" not in reviewer  # a progress bar: its last state only
     for page in (reviewer, with_code):
         assert str(ROOT) not in page and report.find_machine_paths(page) == [] and remote_loads(page) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["03_x.code.html", "03_x.html"]  # no temporaries

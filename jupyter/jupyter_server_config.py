@@ -22,6 +22,7 @@ Kernels and saving:
 """
 import ipaddress
 import os
+import warnings
 from pathlib import Path
 
 c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
@@ -59,6 +60,9 @@ def strip_outputs(model, path, contents_manager=None, **kwargs):
 
 c.ServerApp.root_dir = str(ROOT)
 c.ContentsManager.pre_save_hook = strip_outputs
+# traitlets validates the hook twice while loading this file, and jupyter_server then warns that strip_outputs
+# overrides strip_outputs: not so, there is one hook
+warnings.filterwarnings("ignore", message=r"Overriding existing pre_save_hook \(strip_outputs\)")
 # This checkout's kernelspecs (jupyter/kernels/) before the installed ones: JUPYTER_PATH's first entry wins, for the
 # kernel list and for starting kernels alike (KernelSpecManager.kernel_dirs is not configurable). lib/pipeline.py
 # does the same for papermill.

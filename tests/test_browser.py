@@ -457,7 +457,8 @@ def test_saving_a_notebook_under_notebooks_strips_its_outputs(tmp_path, monkeypa
     from jupyter_client.kernelspec import KernelSpecManager
     assert os.environ["JUPYTER_PATH"].split(os.pathsep)[0] == str(ROOT / "jupyter")
     assert KernelSpecManager().get_kernel_spec("memaudit").resource_dir == str(ROOT / "jupyter" / "kernels" / "memaudit")
-    cm = FileContentsManager(root_dir=str(tmp_path), pre_save_hook=c.ContentsManager.pre_save_hook)
+    cm = FileContentsManager(root_dir=str(tmp_path), config=c)  # the hook from the config, as the server gets it
+    assert cm.pre_save_hook is c.ContentsManager.pre_save_hook
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "runs").mkdir()
     nb = nbformat.v4.new_notebook()

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import re
+import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,11 @@ class Params:
 
     @property
     def fig_dir(self) -> Path:
-        return ROOT / "figures" / self.name
+        """figures/<name>/: the report. A notebook run by hand in a kernel (JupyterLab) writes to
+        figures/lab/<name>/ instead (ignored by git), so exploring never overwrites a committed report;
+        the pipeline's papermill runs set MEMAUDIT_HEADLESS=1 and write the report itself."""
+        interactive = "ipykernel" in sys.modules and os.environ.get("MEMAUDIT_HEADLESS", "") != "1"
+        return ROOT / "figures" / "lab" / self.name if interactive else ROOT / "figures" / self.name
 
     @property
     def n_classes_dataset(self) -> int:

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 from .params import ROOT, Params
+from .run_folder import RunFolder
 
 INDEX = "index.html"
 STATUS = "status.json"    # written by lib/pipeline.py while a step's last run failed
@@ -55,10 +56,10 @@ PAGED = re.compile(r"^(?P<family>\d\d_.+)_(?P<page>\d\d)\.png$")
 
 # The review tables beside the pages
 TABLES = {
-    "duplicates.csv": "every flagged (train, test) pair: kind (exact / near / review band), similarity score, "
+    RunFolder.filename("duplicates"): "every flagged (train, test) pair: kind (exact / near / review band), similarity score, "
                       "automatic verdict, source (finder or ciFAIR) and ciFAIR's judgment, and the review columns "
                       "decision / decided_by / final (final: the pair counts as leakage downstream).",
-    "groups.csv": "every sub-population group: class, train and test indices, sizes, influence range, automatic "
+    RunFolder.filename("groups"): "every sub-population group: class, train and test indices, sizes, influence range, automatic "
                   "verdict and the same review columns (final: the group's points go to the Leakage+Shift bucket).",
     "review_pages.csv": "which review page holds which item (page, item = duplicate | disagreement | group | pair, "
                         "train_idx, test_idx, group_id): find the picture of any row of the two tables above.",

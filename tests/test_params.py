@@ -92,3 +92,15 @@ def test_paper_scale_is_a_property_of_the_values_not_the_name(tmp_path):
     small = tmp_path / "paper_tiny.yaml"
     small.write_text("model: tiny_cnn\n")
     assert not params.load(small).paper_scale
+
+
+def test_a_notebook_run_by_hand_does_not_write_the_committed_report():
+    import subprocess
+    import sys
+    code = "import ipykernel, lib.params as p; print(p.load('quick').fig_dir)"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MEMAUDIT_HEADLESS"}
+    by_hand = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=params.ROOT)
+    headless = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**env, "MEMAUDIT_HEADLESS": "1"}, cwd=params.ROOT)
+    assert by_hand.stdout.strip().endswith("figures/lab/quick"), by_hand.stderr
+    assert headless.stdout.strip().endswith("figures/quick"), headless.stderr

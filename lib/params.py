@@ -89,6 +89,19 @@ class Params:
     n_retrain_models: int = 100     # models per condition
     retrain_epochs: int | None = None  # None -> epochs
 
+    # --- executor: where subset and retraining models train (README: On a cluster) ---
+    executor: str = "local"         # local: this machine's processes | slurm: one SLURM job array (lib/cluster.py)
+    slurm_partition: str = ""       # "" -> the cluster's default partition
+    slurm_account: str = ""         # "" -> your default account
+    slurm_qos: str = ""             # "" -> none asked for
+    slurm_gpus_per_task: int = 0    # GPUs per array task (each task trains its models one after another)
+    slurm_cpus_per_task: int = 1
+    slurm_mem_gb: int = 8           # memory per array task
+    slurm_time_min: int = 60        # time limit per array task; a task killed at it loses at most its current model
+    slurm_models_per_task: int = 1  # consecutive models per array task
+    slurm_max_parallel: int = 0     # array tasks running at once (sbatch --array=...%N); 0: no limit
+    slurm_extra: list[str] | None = None  # more sbatch flags, each "--name=value" or "--flag" (e.g. --constraint=a100)
+
     def __post_init__(self) -> None:
         _validate(self, source="<Params>")
 
@@ -157,13 +170,15 @@ CHOICES = {
     "dataset": set(N_CLASSES),
     "model": {"tiny_cnn", "resnet18", "resnet50"},
     "loader": {"tensor", "ffcv"},
+    "executor": {"local", "slurm"},
 }
 POSITIVE = {"width", "epochs", "batch_size", "eval_batch_size", "n_subset_models", "top_k_influencers",
             "influence_block", "dup_top_k", "subpop_min_train", "n_retrain_models", "retrain_epochs",
-            "n_train_per_class", "n_test_per_class"}
+            "n_train_per_class", "n_test_per_class", "slurm_cpus_per_task", "slurm_mem_gb", "slurm_time_min",
+            "slurm_models_per_task"}
 NON_NEGATIVE = {"lr_peak", "lr_peak_epoch", "momentum", "weight_decay", "label_smoothing", "seed",
                 "subset_weight_decay"}
-NON_NEGATIVE |= {"subset_curve_every"}  # 0: the last epoch only
+NON_NEGATIVE |= {"subset_curve_every", "slurm_gpus_per_task", "slurm_max_parallel"}  # 0: the last epoch only
 UNIT_OPEN = {"subset_ratio"}  # strictly inside (0, 1)
 UNIT_CLOSED = {"mem_threshold", "infl_threshold", "dup_near_threshold", "dup_review_threshold", "momentum",
                "label_smoothing"}
@@ -223,6 +238,14 @@ def _validate(p: Params, source: str) -> None:
     if p.mode == "train" and p.n_subset_models < 2:
         raise ParamsError(f"{source}: key 'n_subset_models' must be >= 2 in train mode (memorization compares models "
                           "that saw a point with models that did not)")
+    for flag in p.slurm_extra or []:
+        if not re.fullmatch(r"--[a-z][a-z0-9-]*(=\S.*)?", flag):
+            raise ParamsError(f"{source}: key 'slurm_extra' entries must look like --name=value or --flag, got {flag!r}")
+        if flag.split("=", 1)[0] in ("--array", "--output", "--error", "--job-name", "--wrap"):
+            raise ParamsError(f"{source}: key 'slurm_extra' must not set {flag.split('=', 1)[0]} (lib/cluster.py sets it)")
+    for key in ("slurm_partition", "slurm_account", "slurm_qos"):
+        if re.search(r"\s", getattr(p, key)):
+            raise ParamsError(f"{source}: key '{key}' must not contain spaces, got {getattr(p, key)!r}")
     if p.dup_review_threshold > p.dup_near_threshold:
         raise ParamsError(f"{source}: key 'dup_review_threshold' must be <= dup_near_threshold")
 

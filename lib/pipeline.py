@@ -25,7 +25,8 @@ def execute(params_name: str, notebook: Path, *, extra: dict | None = None) -> P
     import papermill
 
     p = params_mod.load(params_name)
-    params_mod.resolve_device(p)
+    if p.executor == "local":  # executor slurm: the models train on the cluster's nodes, not here (login node)
+        params_mod.resolve_device(p)
     notebook = Path(notebook).resolve()
     if not notebook.is_file():  # before anything is deleted
         raise params_mod.ParamsError(f"{notebook}: no such notebook")

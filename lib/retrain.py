@@ -211,9 +211,13 @@ def run_condition(*, P: params_mod.Params, ds, planned: Planned, device: str, id
     return st
 
 
-def run_all(*, P: params_mod.Params, ds, planned: list[Planned], device: str, workers: int | None = None,
-            progress: bool = True) -> None:
-    """Train (or resume) every model of every planned condition.
+def run_all(*, P: params_mod.Params, ds, planned: list[Planned], device: str | None = None, workers: int | None = None,
+            progress: bool = True, models: range | None = None, executor: str | None = None) -> None:
+    """Train (or resume) every model (or `models`) of every planned condition.
+
+    executor: local | slurm (default: P.executor). slurm submits the missing (condition, model) pairs as
+    one SLURM job array (lib/cluster.py, records in utility/slurm.json) and watches it; device is then
+    resolved on the nodes (None here). Rerunning re-attaches instead of submitting twice.
 
     workers: processes training side by side (default: one per core on CPU, 1 on GPU); the
     (condition, model) pairs still to do are dealt round-robin. Each writes its own store rows.
@@ -226,16 +230,48 @@ def run_all(*, P: params_mod.Params, ds, planned: list[Planned], device: str, wo
         data.require_official(ds, "retraining without FZ's released memorized points")
     refuse_stale(P=P, planned=planned, ds=ds)
     stores = {p.condition.name: open_condition(P=P, planned=p, ds=ds) for p in planned}
-    todo = [(p.condition.name, i) for p in planned for i in stores[p.condition.name].todo(range(P.n_retrain_models))]
+    ids = range(P.n_retrain_models) if models is None else models
+    if len(ids) and (min(ids) < 0 or max(ids) >= P.n_retrain_models):
+        raise ValueError(f"models {ids} outside 0:{P.n_retrain_models} (n_retrain_models)")
+
+    def left() -> list[tuple[str, int]]:
+        return [(name, i) for name, st in stores.items() for i in st.todo(ids)]
+
+    if (executor or P.executor) == "slurm":
+        from . import cluster
+
+        if planned:
+            cluster.run(P=P, folder=planned[0].path.parent, items=[(p.condition.name, i) for p in planned for i in ids], n_left=left,
+                        task_fn=slurm_task, task_args=(P, planned), desc=f"retraining models ({P.name})",
+                        progress=progress)
+        return
+    device = device or params_mod.resolve_device(P)
+    todo = left()
     workers = max(1, min(workers or workers_mod.default_workers(device, n_jobs=len(todo)), len(todo)))
     if workers == 1:
         for p in planned:
-            run_condition(P=P, ds=ds, planned=p, device=device, progress=progress)
+            run_condition(P=P, ds=ds, planned=p, device=device, ids=ids, progress=progress)
         return
-    total = len(stores) * P.n_retrain_models
+    total = len(stores) * len(ids)
     workers_mod.run(module="lib.retrain", payloads=[(P, planned, todo[w::workers]) for w in range(workers)],
-                    total=total, n_left=lambda: sum(len(st.todo(range(P.n_retrain_models))) for st in stores.values()),
-                    desc=f"retraining models ({P.name})", progress=progress)
+                    total=total, n_left=lambda: len(left()), desc=f"retraining models ({P.name})", progress=progress)
+
+
+def train_jobs(P: params_mod.Params, planned: list[Planned], jobs: list[tuple[str, int]]) -> None:
+    """Train (condition, model id) pairs one after another (a worker process, or a SLURM array task)."""
+    from . import data
+
+    ds = data.load(P)
+    device = params_mod.resolve_device(P)
+    by_name = {p.condition.name: p for p in planned}
+    for name, i in jobs:
+        run_condition(P=P, ds=ds, planned=by_name[name], device=device, ids=[i], progress=False)
+
+
+def slurm_task(P: params_mod.Params, planned: list[Planned], jobs: list) -> int:
+    """One SLURM array task (lib/cluster.py): train its (condition, model id) pairs."""
+    train_jobs(P, planned, [(str(name), int(i)) for name, i in jobs])
+    return len(jobs)
 
 
 def _worker_main() -> None:
@@ -243,11 +279,7 @@ def _worker_main() -> None:
     from . import data
 
     P, planned, jobs = workers_mod.read_payload()
-    ds = data.load(P)
-    device = params_mod.resolve_device(P)
-    by_name = {p.condition.name: p for p in planned}
-    for name, i in jobs:
-        run_condition(P=P, ds=ds, planned=by_name[name], device=device, ids=[i], progress=False)
+    train_jobs(P, planned, jobs)
 
 
 def remove_stale(params_name: str) -> list[Path]:
@@ -269,16 +301,50 @@ def remove_stale(params_name: str) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    ap = argparse.ArgumentParser(description="Retraining stores (notebook 05 trains them through run_all).")
+    ap = argparse.ArgumentParser(description="Train (or resume) the retraining conditions (notebook 05 does the same "
+                                 "through run_all), or remove stale stores.")
+    ap.add_argument("--params", help="parameter set name (params/<name>.yaml) or path; needs notebook 04's buckets")
+    ap.add_argument("--condition", action="append", default=None,
+                    help=f"a condition to train (repeatable; default: every planned one): {', '.join(BY_NAME)}")
+    ap.add_argument("--models", default=":", help="model range start:stop (default: all n_retrain_models)")
+    ap.add_argument("--workers", type=int, default=None, help="local processes (default: one per core on CPU)")
+    ap.add_argument("--executor", choices=["local", "slurm"], default=None,
+                    help="override the parameter set's executor (slurm: submit one job array, then watch it)")
+    ap.add_argument("--status", action="store_true", help="list the SLURM tasks recorded for retraining, then exit")
+    ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--remove-stale", metavar="PARAMS", help="delete the stores made with other parameters or data")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal: see lib/workers.py
     args = ap.parse_args(argv)
     if args.worker:
         return _worker_main()
-    if not args.remove_stale:
-        ap.error("nothing to do: give --remove-stale PARAMS")
-    gone = remove_stale(args.remove_stale)
-    print(f"removed {len(gone)} stale store(s)" + "".join(f"\n  {p}" for p in gone))
+    if args.remove_stale:
+        gone = remove_stale(args.remove_stale)
+        return print(f"removed {len(gone)} stale store(s)" + "".join(f"\n  {p}" for p in gone))
+    if not args.params:
+        ap.error("give --params PARAMS (train) or --remove-stale PARAMS")
+    from . import cluster, data, store
+    from .subsets import parse_range
+
+    try:
+        P = params_mod.load(args.params)
+        if args.status:
+            return print(cluster.status(RunFolder.of(P).path("utility")))
+        if not P.retrain:
+            raise params_mod.ParamsError(f"parameter set '{P.name}' has retrain: false")
+        planned = plan(P=P, buckets=RunFolder.of(P).read_buckets())
+        if args.condition:
+            unknown = sorted(set(args.condition) - {p.condition.name for p in planned})
+            if unknown:
+                raise params_mod.ParamsError(f"--condition {', '.join(unknown)}: not planned for '{P.name}' (planned: "
+                                             f"{', '.join(p.condition.name for p in planned)})")
+            planned = [p for p in planned if p.condition.name in args.condition]
+        ds = data.load(P)
+        run_all(P=P, ds=ds, planned=planned, workers=args.workers, progress=not args.no_progress,
+                models=parse_range(args.models, n=P.n_retrain_models), executor=args.executor)
+    except (cluster.ClusterError, params_mod.ParamsError, params_mod.MachineError, store.StoreMismatch,
+            FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"done: {', '.join(p.condition.name for p in planned)} (models {args.models})")
 
 
 if __name__ == "__main__":

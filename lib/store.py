@@ -30,6 +30,7 @@ import errno
 import json
 import os
 import shutil
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -224,18 +225,72 @@ def _create(path: Path, layout: dict, signature: dict) -> None:
             raise
 
 
+LOCK_DIR = "locks"
+TRAINED_LOG = "trained.log"
+
+
+def _try_lock(store: Store, i: int, *, block: bool):
+    """An exclusive lock on row i (fcntl, released by the kernel when its holder dies); None if held elsewhere."""
+    import fcntl
+
+    folder = store.path / LOCK_DIR
+    folder.mkdir(exist_ok=True)
+    fd = os.open(folder / f"{i}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _unlock(fd: int) -> None:
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
 def fill(store: Store, *, ids, mask_fn, train_fn, desc: str = "models", progress: bool = True) -> None:
     """Train and write every model in ids that is not completed yet: the one training loop of every store.
 
     mask_fn(i) -> (n_train,) bool;  train_fn(i, mask) -> result dict (lib.train.train_model's keys).
+
+    Writers may overlap (a re-submitted SLURM task and a straggler, two runs on overlapping ranges):
+    each row is trained under an exclusive per-row lock (locks/<i>.lock, fcntl: freed when its holder
+    dies) and only if `completed` is still unset once the lock is held, so no row is trained twice and
+    none is marked complete half-written. A row locked elsewhere is skipped, then waited for at the end
+    (and trained here if its holder died without completing it). Every row written is appended to
+    trained.log (model id, host, pid, time).
     """
+    import socket
+
     from tqdm.auto import tqdm
 
     ids = list(ids)
     todo = store.todo(ids)
-    bar = tqdm(todo, desc=desc, initial=len(ids) - len(todo), total=len(ids), disable=not progress)
-    for i in bar:
-        mask = mask_fn(i)
-        result = train_fn(i, mask)
-        store.write(i, mask=mask, result=result)
-        bar.set_postfix(test_acc=f"{result['test_acc']:.3f}", sec=f"{result['seconds']:.1f}")
+    bar = tqdm(total=len(ids), desc=desc, initial=len(ids) - len(todo), disable=not progress)
+    deferred = []
+    for block, queue in ((False, todo), (True, deferred)):
+        for i in list(queue):
+            if store.completed[i]:
+                bar.update(1)
+                continue
+            fd = _try_lock(store, i, block=block)
+            if fd is None:
+                deferred.append(i)
+                continue
+            try:
+                if store.completed[i]:  # another writer finished it between our check and the lock
+                    bar.update(1)
+                    continue
+                mask = mask_fn(i)
+                result = train_fn(i, mask)
+                store.write(i, mask=mask, result=result)
+                with open(store.path / TRAINED_LOG, "a") as log:
+                    log.write(f"{i}\t{socket.gethostname()}\t{os.getpid()}\t{time.time():.3f}\n")
+            finally:
+                _unlock(fd)
+            bar.update(1)
+            bar.set_postfix(test_acc=f"{result['test_acc']:.3f}", sec=f"{result['seconds']:.1f}")
+    bar.close()

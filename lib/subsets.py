@@ -63,13 +63,17 @@ def open_subset_store(P, *, ds, path=None, mode: str = "r+") -> store_mod.Store:
 
 
 def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = True, workers: int | None = None,
-                path=None) -> store_mod.Store:
+                path=None, executor: str | None = None) -> store_mod.Store:
     """Train (or resume) subset models `models` (default: all P.n_subset_models) into P's store.
 
     workers: processes training models side by side (default: workers.default_workers).
     Each CPU model trains on one thread, so a model's bits do not depend on the worker count.
     path: the store folder (default: the run folder's subsets/).
+    executor: local | slurm (default: P.executor). slurm submits the missing models as one SLURM job
+    array (lib/cluster.py) and watches it; rerunning re-attaches instead of submitting twice.
     """
+    if (executor or P.executor) == "slurm":
+        return _run_on_slurm(P, models=models, progress=progress, path=path)
     device = params_mod.resolve_device(P)
     ds = data_mod.load(P)
     hp = hparams(P)
@@ -108,10 +112,30 @@ def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = 
     return store
 
 
+def _run_on_slurm(P, *, models, progress: bool, path) -> store_mod.Store:
+    """Submit (or re-attach to) the SLURM array that fills `models` of P's store; return the store when done."""
+    from . import cluster
+
+    ds = data_mod.load(P)  # the login node checks the data and creates the store once, before any task starts
+    store = open_subset_store(P, ds=ds, path=path)
+    ids = list(range(P.n_subset_models) if models is None else models)
+    if ids and (min(ids) < 0 or max(ids) >= P.n_subset_models):
+        raise ValueError(f"models {models} outside 0:{P.n_subset_models} (n_subset_models)")
+    cluster.run(P=P, folder=store.path, items=ids, n_left=lambda: store.todo(ids), task_fn=slurm_task,
+                task_args=(P, str(store.path)), desc=f"subset models ({P.name})", progress=progress)
+    return store
+
+
+def slurm_task(P, path: str, ids: list[int]) -> int:
+    """One SLURM array task: train models `ids` into the store at `path`, one after another."""
+    store = run_subsets(P, models=ids, progress=False, workers=1, path=path, executor="local")
+    return len(store.todo(ids))
+
+
 def _worker_main() -> None:
     """Entry of one child: (P, ids, path) pickled on stdin; trains ids one after another on one thread."""
     P, ids, path = workers_mod.read_payload()
-    run_subsets(P, models=ids, progress=False, workers=1, path=path)
+    run_subsets(P, models=ids, progress=False, workers=1, path=path, executor="local")
 
 
 def parse_range(text: str, *, n: int) -> range:
@@ -132,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default=":", help="model range start:stop (default: all)")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: one per core on CPU)")
     ap.add_argument("--store", default=None, help="store folder (default: runs/<params>/subsets)")
+    ap.add_argument("--executor", choices=["local", "slurm"], default=None,
+                    help="override the parameter set's executor (slurm: submit one job array, then watch it)")
+    ap.add_argument("--status", action="store_true", help="list the SLURM tasks recorded for the store, then exit")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal: see lib/workers.py
     args = ap.parse_args(argv)
@@ -140,9 +167,22 @@ def main(argv: list[str] | None = None) -> None:
     if not args.params:
         ap.error("--params is required")
     P = params_mod.load(args.params)
-    store = run_subsets(P, models=parse_range(args.models, n=P.n_subset_models), progress=not args.no_progress,
-                        workers=args.workers, path=args.store)
+    if args.status:
+        from . import cluster
+
+        return print(cluster.status(args.store or RunFolder.of(P).subset_store()))
+    try:
+        store = run_subsets(P, models=parse_range(args.models, n=P.n_subset_models), progress=not args.no_progress,
+                            workers=args.workers, path=args.store, executor=args.executor)
+    except _user_errors() as e:
+        raise SystemExit(f"error: {e}") from None
     print(store)
+
+
+def _user_errors() -> tuple:
+    from .cluster import ClusterError
+
+    return (ClusterError, params_mod.ParamsError, params_mod.MachineError, store_mod.StoreMismatch)
 
 
 if __name__ == "__main__":

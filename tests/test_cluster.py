@@ -1,0 +1,232 @@
+"""SLURM as an executor (lib/cluster.py) on a real single-host SLURM (ci/slurm/start.sh), and overlapping writers.
+
+No mock of SLURM or submitit: the tests submit real job arrays. Without `sbatch` they skip, unless
+MEMAUDIT_REQUIRE_SLURM=1 (set by .ci/run), where that is a failure.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from lib import cluster, data, params, subsets
+
+ROOT = params.ROOT
+ARRAYS = ["masks", "train_correct", "test_correct", "train_margin", "test_margin", "test_acc", "train_acc",
+          "curve", "completed"]  # not seconds (wall time), nor row_crc (which covers seconds)
+
+
+def _params(tmp_path, name="tiny", **over):
+    raw = yaml.safe_load((params.PARAMS_DIR / "smoke.yaml").read_text())
+    raw.update(dict(width=4, epochs=2, batch_size=100, n_subset_models=4, lr_peak_epoch=1), **over)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _trained(store_path: Path) -> list[int]:
+    log = store_path / "trained.log"
+    return [int(line.split("\t")[0]) for line in log.read_text().splitlines()] if log.is_file() else []
+
+
+def _same(a, b):
+    for name in ARRAYS:
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and np.array_equal(x.view(np.uint8), y.view(np.uint8)), name
+
+
+def test_params_validate_the_slurm_block(tmp_path):
+    P = params.load(_params(tmp_path, executor="slurm", slurm_extra=["--constraint=a100", "--exclusive"]))
+    ex = cluster.executor_parameters(P)
+    assert ex["additional_parameters"] == {"constraint": "a100", "exclusive": True} and ex["mem"] == "8G"
+    assert params.load("paper").executor == "slurm" and params.load("smoke").executor == "local"
+    for bad, match in [(dict(executor="pbs"), "executor"), (dict(slurm_extra=["-p gpu"]), "slurm_extra"),
+                       (dict(slurm_extra=["--array=0-3"]), "slurm_extra"), (dict(slurm_time_min=0), "slurm_time_min"),
+                       (dict(slurm_models_per_task=0), "slurm_models_per_task"),
+                       (dict(slurm_partition="a b"), "slurm_partition"), (dict(slurm_gpus_per_task=-1), "gpus")]:
+        with pytest.raises(params.ParamsError, match=match):
+            params.load(_params(tmp_path, **bad))
+
+
+@pytest.mark.slow
+def test_overlapping_writers_never_train_a_row_twice(tmp_path):
+    """Two processes on overlapping ranges of one store: every row trained exactly once, all complete and sound."""
+    path = _params(tmp_path, n_subset_models=6)
+    store = tmp_path / "store"
+    cmds = [[sys.executable, "-m", "lib.subsets", "--params", str(path), "--store", str(store), "--models", m,
+             "--workers", "1", "--no-progress", "--executor", "local"] for m in ("0:5", "1:6")]
+    procs = [subprocess.Popen(c, cwd=ROOT, env=os.environ.copy()) for c in cmds]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    assert sorted(_trained(store)) == list(range(6))
+    P = params.load(path)
+    st = subsets.open_subset_store(P, ds=data.load(P), path=store)
+    assert st.completed.all() and len(st.damaged) == 0
+
+
+# ---------------------------------------------------------------- real SLURM
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A running single-host SLURM: started from ci/slurm/start.sh when absent (as root), stopped afterwards."""
+    required = os.environ.get("MEMAUDIT_REQUIRE_SLURM", "") not in ("", "0")
+    if shutil.which("sbatch") is None:
+        if required:
+            pytest.fail("MEMAUDIT_REQUIRE_SLURM=1 but sbatch is not installed (apt-get install -y slurm-wlm munge)")
+        pytest.skip("SLURM is not installed here (no sbatch); .ci/run installs and starts it")
+    started = False
+    if subprocess.run(["sinfo", "-h"], capture_output=True).returncode != 0:
+        if os.geteuid() != 0:
+            (pytest.fail if required else pytest.skip)("SLURM is installed but not running, and starting it needs root")
+        subprocess.run([str(ROOT / "ci" / "slurm" / "start.sh")], check=True)
+        started = True
+    yield
+    if started:
+        subprocess.run([str(ROOT / "ci" / "slurm" / "stop.sh")])
+
+
+def _run_cmd(path, store, *extra):
+    return [sys.executable, "-m", "lib.subsets", "--params", str(path), "--store", str(store), "--no-progress",
+            "--executor", "slurm", *extra]
+
+
+def _env():
+    return {**os.environ, "MEMAUDIT_SLURM_POLL_S": "0.5"}
+
+
+def _wait_for(cond, timeout=120, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_slurm_array_fills_the_store_bit_identical_to_a_local_run_and_reattaches(slurm, tmp_path):
+    path = _params(tmp_path, executor="slurm", slurm_models_per_task=2)
+    P = params.load(path)
+    local = subsets.run_subsets(P, path=tmp_path / "local", progress=False, workers=1, executor="local")
+    store = tmp_path / "slurm"
+    first = subprocess.Popen(_run_cmd(path, store), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
+    _wait_for(lambda: (store / cluster.STATE_FILE).is_file(), what="the submission")
+    # a second run while the array is queued or running attaches to it instead of submitting again
+    second = subprocess.run(_run_cmd(path, store), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    out1, _ = first.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert "submitted SLURM array" in out1 and "2 task(s)" in out1
+    assert "attached to SLURM array" in second.stdout and "submitted SLURM array" not in second.stdout
+    record = json.loads((store / cluster.STATE_FILE).read_text())
+    assert len(record["arrays"]) == 1 and record["arrays"][0]["tasks"] == [[0, 1], [2, 3]]
+    assert sorted(_trained(store)) == [0, 1, 2, 3]
+    _same(local, subsets.open_subset_store(P, ds=data.load(P), path=store, mode="r"))
+    # once complete, a rerun submits nothing
+    again = subprocess.run(_run_cmd(path, store), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "submitted SLURM array" not in again.stdout
+    assert len(json.loads((store / cluster.STATE_FILE).read_text())["arrays"]) == 1
+
+
+@pytest.mark.slow
+def test_scancel_mid_run_then_rerun_trains_only_the_missing_rows(slurm, tmp_path):
+    path = _params(tmp_path, executor="slurm", n_subset_models=6, slurm_models_per_task=3, epochs=12)
+    P = params.load(path)
+    store = tmp_path / "slurm"
+    run = subprocess.Popen(_run_cmd(path, store), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(_trained(store)) >= 1, timeout=180, what="a first model")
+    array_id = json.loads((store / cluster.STATE_FILE).read_text())["arrays"][0]["array_id"]
+    # SLURM sends SIGTERM (which submitit's tasks sit out), then SIGKILL KillWait (2 s in ci/slurm) later: each
+    # task still has two models of ~3 s to go, so both die mid-model, as at a time limit or a preemption
+    subprocess.run(["scancel", array_id], check=True)
+    out, err = run.communicate(timeout=120)
+    kept = sorted(_trained(store))
+    assert run.returncode != 0 and 1 <= len(kept) < 6, (out, err)
+    assert "did not finish" in err and "killed before finishing" in err and "slurm_logs" in err
+    seconds_before = np.load(store / "seconds.npy")[kept].copy()
+
+    rerun = subprocess.run(_run_cmd(path, store), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    record = json.loads((store / cluster.STATE_FILE).read_text())
+    assert len(record["arrays"]) == 2
+    resubmitted = sorted(i for t in record["arrays"][1]["tasks"] for i in t)
+    assert resubmitted == sorted(set(range(6)) - set(kept))  # only the missing rows went out again
+    trained = _trained(store)
+    assert sorted(trained) == list(range(6))  # none twice
+    st = subsets.open_subset_store(P, ds=data.load(P), path=store, mode="r")
+    assert st.completed.all() and np.array_equal(st.seconds[kept], seconds_before)
+    local = subsets.run_subsets(P, path=tmp_path / "local", progress=False, workers=1, executor="local")
+    _same(local, st)
+
+
+@pytest.mark.slow
+def test_a_failed_task_is_reported_with_its_log(slurm, tmp_path):
+    """Tasks whose node sees no data (a bad data_dir there) fail; the error names each log and its last lines."""
+    P = params.load(_params(tmp_path, executor="slurm", n_subset_models=2))
+    store = subsets.open_subset_store(P, ds=data.load(P), path=tmp_path / "s")
+    bad = params.load(_params(tmp_path, name="bad", executor="slurm", n_subset_models=2,
+                              data_dir=str(tmp_path / "no-data"), download=False, slurm_models_per_task=2))
+    with pytest.raises(cluster.ClusterError) as e:
+        cluster.run(P=bad, folder=store.path, items=[0, 1], n_left=lambda: store.todo([0, 1]),
+                    task_fn=subsets.slurm_task, task_args=(bad, str(store.path)), desc="subset models (bad)",
+                    progress=False, poll_s=0.5)
+    msg = str(e.value)
+    assert "raised an error" in msg and "2 model(s) are still missing" in msg
+    logs = [Path(line.split("log ", 1)[1]) for line in msg.splitlines() if "raised an error" in line]
+    assert len(logs) == 1 and logs[0].is_file() and str(store.path / cluster.LOG_DIR) in str(logs[0])
+    assert "no-data" in msg  # the task's own error, from the tail of its log
+    assert "no-data" in cluster.status(store.path) or "error" in cluster.status(store.path)
+
+
+@pytest.fixture
+def retrain_set(tmp_path):
+    """A tiny retraining parameter set with notebook 04's buckets in its run folder (removed afterwards)."""
+    from lib.buckets import Buckets
+    from lib.run_folder import RunFolder
+
+    name = f"clustertest{os.getpid()}"
+    path = _params(tmp_path, name=name, retrain_epochs=1, lr_peak_epoch=0.5, n_retrain_models=2, width=8,
+                   batch_size=32, classes=[0, 1, 2], n_train_per_class=20, n_test_per_class=10)
+    P = params.load(path)
+    mem = np.array([0, 5, 9, 30])
+    RunFolder.of(P).write_buckets(Buckets(
+        memorized_idx=mem, leakage_shift_idx=np.array([5]), memorized_bucket_idx=np.array([0, 9, 30]),
+        cause=np.array(["exact"]), duplicate_test_idx=np.array([2]), influenced_test_idx_leakage=np.array([2]),
+        influenced_test_idx_memorized=np.array([3])))
+    yield path, P
+    shutil.rmtree(P.run_dir, ignore_errors=True)
+
+
+def _retrain_cmd(path, *extra):
+    return [sys.executable, "-m", "lib.retrain", "--params", str(path), "--no-progress", *extra]
+
+
+@pytest.mark.slow
+def test_retrain_cli_trains_a_condition_range_locally_and_on_slurm(retrain_set, request):
+    path, P = retrain_set
+    cond = ["--condition", "full_wd", "--condition", "random_for_minus_memorized_wd"]
+    r = subprocess.run(_retrain_cmd(path, *cond, "--models", "0:1", "--executor", "local"), cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    utility = P.run_dir / "utility"
+    for c in ("full_wd", "random_for_minus_memorized_wd"):
+        assert np.load(utility / c / "completed.npy").tolist() == [True, False]
+    bad = subprocess.run(_retrain_cmd(path, "--condition", "nope"), cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode != 0 and "not planned" in bad.stderr and "Traceback" not in bad.stderr
+    if shutil.which("sbatch") is None and os.environ.get("MEMAUDIT_REQUIRE_SLURM", "") in ("", "0"):
+        pytest.skip("SLURM is not installed here (no sbatch): the local half passed")
+    request.getfixturevalue("slurm")
+    r = subprocess.run(_retrain_cmd(path, *cond, "--executor", "slurm"), cwd=ROOT, env=_env(), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    record = json.loads((utility / cluster.STATE_FILE).read_text())
+    assert sorted(map(tuple, (x for t in record["arrays"][0]["tasks"] for x in t))) == [
+        ("full_wd", 1), ("random_for_minus_memorized_wd", 1)]  # only the rows the local run left
+    for c in ("full_wd", "random_for_minus_memorized_wd"):
+        assert np.load(utility / c / "completed.npy").all()
+        assert sorted(_trained(utility / c)) == [0, 1]

@@ -73,3 +73,24 @@ def test_disagreement_pairs_both_ways():
     d = evidence.disagreements(dups, points)
     assert d["ciFAIR only"][["train_idx", "test_idx"]].values.tolist() == [[2, 20]]  # finder said none
     assert d["finder only"][["train_idx", "test_idx"]].values.tolist() == [[9, 90]]  # ciFAIR does not list it
+
+
+def test_fz_pairs_each_reviewable_in_exactly_one_place_and_the_papers_counts(released, cifar_full, tmp_path):
+    """On the official copy: 108 groups over 233 points (228 once duplicates take precedence), and every one of
+    the 1,015 pairs listed on exactly one group or pair page of the manifest."""
+    from lib import buckets, pages
+    pairs, cf = released
+    ds = cifar_full
+    groups = buckets.reference_groups(pairs=pairs, train_labels=ds.y_train, min_train=2)
+    b = buckets.from_reference(pairs=pairs, cifair=cf, groups=groups)
+    counts = buckets.count_table(pairs=pairs, groups=groups, b=b)
+    assert (len(groups), counts["train points in confirmed groups"], counts["bucket points: subpop"]) == (108, 233, 228)
+    assert (counts["bucket points: exact"], counts["bucket points: near"]) == (4, 74 + 19)
+    mem = fz_format.scores_from_pairs(pairs, n_train=len(ds.y_train)).mem
+    places = evidence.pair_places(pairs, groups)
+    g = pages.group_pages(groups, pairs=pairs, mem=mem, x_train=ds.x_train, x_test=ds.x_test, y_train=ds.y_train,
+                          y_test=ds.y_test, class_names=ds.class_names, title="groups", stem=tmp_path / "04_groups")
+    p = pages.pair_pages(places, pairs=pairs, mem=mem, x_train=ds.x_train, x_test=ds.x_test, y_train=ds.y_train,
+                         class_names=ds.class_names, title="pairs", stem=tmp_path / "04_pairs")
+    reach = pages.reachable_pairs(pages.manifest(groups=g, pairs=p), places=places)
+    assert len(reach) == 1015 and reach.eq(1).all()

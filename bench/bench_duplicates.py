@@ -1,128 +1,217 @@
-"""Duplicate finder: precision/recall on planted duplicates, signals side by side, imagededup, timing.
+"""Duplicate finder: planted copies, ciFAIR's judged lists, our judgments of unlisted flags, imagededup, time.
 
-    CIFAR_DATA_DIR=... python bench/bench_duplicates.py [--small]
+    python bench/bench_duplicates.py [--small]
 
-Planted duplicates are built from real images of the CIFAR-100 copy in CIFAR_DATA_DIR
-(its test split is the pool): exact copies, shifts of 1-4 px, crops of 0.8-0.95 rescaled,
-brightness/contrast/hue changes, JPEG re-compression; as many negatives (transformed images
-whose original is absent); lib/planted.py makes them. The finder's settings were chosen on
-these planted sets (test split, the params seed 0), so tests/test_duplicates.py checks them on
-held-out ones (train split, other seeds). Then the whole test split (10,000) is searched
-against the whole train split (50,000) at the default thresholds and what is flagged is counted.
+1. Planted copies (lib/planted.py) of real images, pool = the test split, seed = the params seed:
+   exact copies, shifts of 1-4 px, crops of 0.8-0.95 rescaled, brightness/contrast/hue changes, JPEG
+   re-compression, and as many negatives; precision/recall by kind at the default thresholds.
+2. The official CIFAR-100: the whole test split (10,000) against the whole train split (50,000) with
+   find() at the defaults, run in a child process under /usr/bin/time -v (wall time, peak memory; the
+   load average is printed). Recall of ciFAIR's judgments by class on the *report* half of the test
+   images (lib/planted.py cifair_halves; SCORE_WEIGHTS and the thresholds were chosen on the tuning half,
+   bench/fit_duplicates.py), the tuning half beside it; the same for the within-test list (same_set).
+3. False flags: ciFAIR's lists are incomplete, so a confirmed pair it does not list is not false by that
+   alone. bench/cifair_unlisted_judgments.csv holds our judgment (by eye, test | train | train aligned
+   side by side) of a seeded sample (numpy seed 2024, 160 pairs) of the report half's unlisted confirmed
+   pairs; the false share (Wilson 95 % interval) times the number of such pairs, per 1,000 test images.
+4. imagededup's hashes (PHash, DHash, WHash; `pip install -e .[bench]`) on the same 10,000 x 50,000:
+   Hamming distance <= 10 (imagededup's default) and <= 4, same counts.
+--small: section 1 only, with fewer planted pairs.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import resource
+import pickle
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import data, duplicates, params, planted  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+if not os.environ.get("MEMAUDIT_REFERENCE_DIR") and (ROOT.parent / "shared" / "data" / "reference").is_dir():
+    os.environ["MEMAUDIT_REFERENCE_DIR"] = str(ROOT.parent / "shared" / "data" / "reference")  # as tests/conftest.py
+from lib import cifair, data, duplicates, params, planted  # noqa: E402
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--small", action="store_true", help="fewer planted pairs, skip the 10,000 x 50,000 run")
-args = ap.parse_args()
 P = params.load("quick")  # dup_* defaults (the quick set does not override them)
-ds = data.load_cifar(dataset="cifar100")
-print(f"data: {ds.folder} (official copy: {ds.official}); thresholds near {P.dup_near_threshold}, "
-      f"review {P.dup_review_threshold}, top_k {P.dup_top_k}")
+JUDGMENTS = ROOT / "bench" / "cifair_unlisted_judgments.csv"
 
-# ---------------------------------------------------------------- planted pairs
-n_per_kind = 40 if args.small else 200
-t0 = time.perf_counter()
-ps = planted.planted_set(x_pool=ds.x_test, n_ref=4000, n_positive_per_kind=n_per_kind,
-                         n_negative_per_kind=n_per_kind, seed=P.seed, clean_threshold=P.dup_review_threshold)
-print(f"\nplanted: {len(ps.x_ref)} reference images, {len(ps.x_query)} queries ({n_per_kind} positives and "
-      f"{n_per_kind} negatives per kind); images already repeated in the pool (score >= "
-      f"{P.dup_review_threshold}) were set aside first [{time.perf_counter() - t0:.0f} s]")
-found = duplicates.find(x_query=ps.x_query, x_ref=ps.x_ref, near_threshold=P.dup_near_threshold,
-                        review_threshold=P.dup_review_threshold, top_k=P.dup_top_k, progress=False)
-q_auto = planted.planted_quality(planted=ps, pairs=found.pairs)
-q_list = planted.planted_quality(planted=ps, pairs=found.pairs, kinds=("exact", "near", "review"))
-table = q_auto[["kind", "positives", "flagged", "true_pos", "precision", "recall"]].rename(
-    columns={"flagged": "flagged(auto)", "precision": "P(auto)", "recall": "R(auto)"})
-table["P(+review)"] = q_list["precision"]
-table["R(+review)"] = q_list["recall"]
-print("\nthis finder, default thresholds: auto = exact + near (verdict confirm); +review = also the review band")
-print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
-# signals side by side: the same candidates, the alignment and score from one signal or both
-cand = duplicates.candidates(x_query=ps.x_query, x_ref=ps.x_ref, top_k=P.dup_top_k, progress=False)
-exact = duplicates.exact_pairs(x_query=ps.x_query, x_ref=ps.x_ref)
-rows = []
-for name, w in [("pixel NCC only", (1.0, 0.0)), ("gradient NCC only", (0.0, 1.0)), ("pixel + gradient", (0.5, 0.5))]:
-    sc = duplicates.score_candidates(x_query=ps.x_query, x_ref=ps.x_ref, cand=cand, weights=w)[0]
-    pos = ps.true_ref >= 0
-    true_sc = np.where(cand[pos] == ps.true_ref[pos, None], sc[pos], 0).max(1)
-    neg_best = sc[~pos].max(1)
-    for thr in (P.dup_near_threshold,):
-        qi, ki = np.nonzero(sc >= thr)
-        pairs = pd.DataFrame({"query_idx": np.r_[exact[:, 0], qi], "ref_idx": np.r_[exact[:, 1], cand[qi, ki]],
-                              "kind": "near"}).drop_duplicates()
-        qq = planted.planted_quality(planted=ps, pairs=pairs).set_index("kind")
-        rows.append(dict(signal=name, threshold=thr, precision=qq.loc["all", "precision"],
-                         recall=qq.loc["all", "recall"],
-                         **{f"R {k}": qq.loc[k, "recall"] for k in planted.PLANT_KINDS if k != "exact"},
-                         **{"pos score q05": np.quantile(true_sc, 0.05), "neg best q99": np.quantile(neg_best, 0.99)}))
-print("\nsignals (same candidates; exact hashing included):")
-print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-
-# ---------------------------------------------------------------- imagededup, side by side
-print("\nimagededup:")
-try:
-    import imagededup
-    from imagededup.methods import PHash, DHash, CNN
-    print(f"  version {imagededup.__version__}")
-    for name, method in [("PHash", PHash), ("DHash", DHash)]:
-        h = method(verbose=False)
-        t1 = time.perf_counter()
-        bits = lambda x: np.array([[int(c, 16) for c in h.encode_image(image_array=im)] for im in x], np.uint8)  # noqa: E731
-        hq, hr = bits(ps.x_query), bits(ps.x_ref)                      # (n, 16) hex digits of the 64-bit hash
-        popcount = np.array([bin(i).count("1") for i in range(16)], np.int64)
-        for thr in (10, 4):                                            # imagededup's default max distance, and strict
-            dist = np.stack([popcount[hq[i] ^ hr].sum(1) for i in range(len(hq))])  # (n_query, n_ref) hamming
-            qi, ri = np.nonzero(dist <= thr)
-            qq = planted.planted_quality(planted=ps, pairs=pd.DataFrame(
-                {"query_idx": qi, "ref_idx": ri, "kind": "near"})).set_index("kind")
-            print(f"  {name} hamming <= {thr:2d}: precision {qq.loc['all', 'precision']:.3f} recall "
-                  f"{qq.loc['all', 'recall']:.3f}  by kind R " + " ".join(
-                      f"{k} {qq.loc[k, 'recall']:.2f}" for k in planted.PLANT_KINDS)
-                  + f"  P " + " ".join(f"{k} {qq.loc[k, 'precision']:.2f}" for k in planted.PLANT_KINDS)
-                  + f"  [{time.perf_counter() - t1:.0f} s]")
-    try:
-        CNN(verbose=False)
-        print("  CNN: loaded (not expected without downloaded weights)")
-    except Exception as e:  # noqa: BLE001 - report why the CNN method cannot run here
-        print(f"  CNN: not run: it needs pretrained MobileNetV3 weights downloaded by torchvision, which fails "
-              f"here ({type(e).__name__}: {str(e).splitlines()[0][:160]})")
-except ImportError as e:
-    print(f"  not installed ({e}); `pip install imagededup` to compare")
-
-# ---------------------------------------------------------------- the whole test set against the whole train set
-if not args.small:
-    print(f"\nwhole test ({len(ds.x_test)}) vs train ({len(ds.x_train)}), load average before: "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    cpu0 = time.process_time()
+def find_child(out: str) -> None:
+    """The timed run: load the data, find() at the defaults, save the pairs (nothing else in the process)."""
+    ds = data.load_cifar(dataset="cifar100")
     f = duplicates.find(x_query=ds.x_test, x_ref=ds.x_train, near_threshold=P.dup_near_threshold,
                         review_threshold=P.dup_review_threshold, top_k=P.dup_top_k, progress=False)
-    cpu_s = time.process_time() - cpu0
-    print(f"  CPU time {cpu_s:.1f} s over all threads: about {cpu_s / os.cpu_count():.0f} s of wall time on "
-          f"{os.cpu_count()} otherwise idle cores")
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"  time {f.seconds:.1f} s (load average after: {os.getloadavg()[0]:.1f}); peak RSS of this process "
-          f"{peak_gb:.2f} GiB (includes the dataset and the planted sets above)")
-    counts = f.pairs.groupby("kind").agg(pairs=("query_idx", "size"), test_images=("query_idx", "nunique"))
-    print("  flagged across train and test of this copy (pairs and distinct test images per kind):")
-    print("  " + counts.to_string().replace("\n", "\n  "))
-    within = duplicates.exact_pairs(x_query=ds.x_train, x_ref=ds.x_train, same_set=True)
-    n_extra = len(within) and len(np.unique(within[:, 1]))
-    print(f"  exact: {counts.loc['exact', 'test_images'] if 'exact' in counts.index else 0} test images byte-identical "
-          f"to a train image; within train {n_extra} extra copies ({len(within)} identical pairs)")
-    print("  score distribution of each test image's best match (quantiles .5 .9 .99):",
-          np.round(np.quantile(f.best_score, [0.5, 0.9, 0.99]), 3))
+    with open(out, "wb") as fh:
+        pickle.dump({"pairs": f.pairs, "seconds": f.seconds}, fh)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k / n."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def recall_table(lst: pd.DataFrame, kind_of: dict, halves: np.ndarray, unordered: bool = False) -> pd.DataFrame:
+    """Per half and judgment: pairs, share flagged automatically (exact/near), share listed incl. review."""
+    key = (lambda a, b: (min(a, b), max(a, b))) if unordered else (lambda a, b: (a, b))
+    kind = np.array([kind_of.get(key(a, b), "none") for a, b in zip(lst["test_idx"], lst["train_idx"])])
+    t = pd.DataFrame({"half": np.where(halves[lst["test_idx"]], "tuning", "report"), "judgment": lst["judgment"],
+                      "auto": np.isin(kind, ["exact", "near"]), "listed": kind != "none"})
+    rows = []
+    for (h, j), g in list(t.groupby(["half", "judgment"])) + [((h, "0+1"), g[g["judgment"] <= 1])
+                                                            for h, g in t.groupby("half")]:
+        rows.append(dict(half=h, judgment=j, pairs=len(g), auto=g["auto"].mean(), with_review=g["listed"].mean(),
+                         missed_auto=int((~g["auto"]).sum())))
+    order = {"report": 0, "tuning": 1}
+    return pd.DataFrame(rows).sort_values(["half", "judgment"], key=lambda s: s.map(order) if s.name == "half"
+                                          else s.astype(str)).reset_index(drop=True)
+
+
+def planted_section(small: bool, ds) -> None:
+    n_per_kind = 40 if small else 200
+    t0 = time.perf_counter()
+    ps = planted.planted_set(x_pool=ds.x_test, n_ref=4000, n_positive_per_kind=n_per_kind,
+                             n_negative_per_kind=n_per_kind, seed=P.seed, clean_threshold=P.dup_review_threshold)
+    found = duplicates.find(x_query=ps.x_query, x_ref=ps.x_ref, near_threshold=P.dup_near_threshold,
+                            review_threshold=P.dup_review_threshold, top_k=P.dup_top_k, progress=False)
+    q_auto = planted.planted_quality(planted=ps, pairs=found.pairs)
+    q_list = planted.planted_quality(planted=ps, pairs=found.pairs, kinds=("exact", "near", "review"))
+    print(f"\n1. planted: {len(ps.x_ref)} reference images, {len(ps.x_query)} queries ({n_per_kind} positives and "
+          f"{n_per_kind} negatives per kind) [{time.perf_counter() - t0:.0f} s]; auto = exact + near (confirm), "
+          "+review = also the review band")
+    table = q_auto[["kind", "positives", "flagged", "true_pos", "precision", "recall"]].rename(
+        columns={"flagged": "flagged(auto)", "precision": "P(auto)", "recall": "R(auto)"})
+    table["P(+review)"], table["R(+review)"] = q_list["precision"], q_list["recall"]
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def imagededup_section(ds, listed: pd.DataFrame, halves: np.ndarray) -> None:
+    print("\n4. imagededup on the same 10,000 x 50,000 (no mirror images, no alignment; Hamming distance of 64-bit hashes)")
+    try:
+        import imagededup
+        from imagededup.methods import DHash, PHash, WHash
+    except ImportError as e:
+        print(f"   not installed ({e}); `pip install -e .[bench]`")
+        return
+    print(f"   imagededup {imagededup.__version__}")
+    report = ~halves
+    keyset = {(int(a), int(b)): int(j) for a, b, j in zip(listed["test_idx"], listed["train_idx"], listed["judgment"])}
+    for name, method in (("PHash", PHash), ("DHash", DHash), ("WHash", WHash)):
+        h = method(verbose=False)
+        t0 = time.perf_counter()
+        code = lambda x: np.array([int(h.encode_image(image_array=im), 16) for im in x], np.uint64)  # noqa: E731
+        hq, hr = code(ds.x_test), code(ds.x_train)
+        t_hash = time.perf_counter() - t0
+        for thr in (10, 4):
+            hit = {0: 0, 1: 0, 2: 0}
+            unl_pairs, unl_images = 0, set()
+            for s in range(0, len(hq), 500):
+                dist = np.bitwise_count(hq[s:s + 500, None] ^ hr[None, :])
+                qi, ri = np.nonzero(dist <= thr)
+                qi += s
+                rep = report[qi]
+                for a, b in zip(qi[rep], ri[rep]):
+                    j = keyset.get((int(a), int(b)))
+                    if j is None:
+                        unl_pairs += 1
+                        unl_images.add(int(a))
+                    else:
+                        hit[j] += 1
+            n = {j: int(((listed["judgment"] == j) & report[listed["test_idx"]]).sum()) for j in (0, 1, 2)}
+            r01 = (hit[0] + hit[1]) / (n[0] + n[1])
+            print(f"   {name} <= {thr:2d}: report half recall 0+1 {r01:.3f} (0: {hit[0] / n[0]:.3f}, "
+                  f"1: {hit[1] / n[1]:.3f}, 2: {hit[2] / n[2]:.3f}); unlisted pairs flagged {unl_pairs} on "
+                  f"{len(unl_images)} test images [hashing {t_hash:.0f} s]")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--small", action="store_true", help="planted pairs only, fewer of them")
+    ap.add_argument("--find-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.find_child:
+        find_child(args.find_child)
+        return
+    ds = data.load_cifar(dataset="cifar100")
+    print(f"data: {ds.folder} (verdict: {ds.verdict}); defaults: near {P.dup_near_threshold}, review "
+          f"{P.dup_review_threshold}, top_k {P.dup_top_k}; score weights {duplicates.SCORE_WEIGHTS}")
+    planted_section(args.small, ds)
+    if args.small:
+        return
+    data.require_official(ds, "ciFAIR's duplicate list")
+
+    # ---- 2. the whole test set against the whole train set, timed in a child process
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "found.pkl")
+        cmd = [sys.executable, __file__, "--find-child", out]
+        timer = shutil.which("time") and Path("/usr/bin/time").exists()
+        load0 = os.getloadavg()
+        t0 = time.perf_counter()
+        run = subprocess.run((["/usr/bin/time", "-v"] if timer else []) + cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        load1 = os.getloadavg()
+        if run.returncode:
+            sys.exit(f"find child failed:\n{run.stderr[-3000:]}")
+        with open(out, "rb") as fh:
+            child = pickle.load(fh)
+    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr)
+    print(f"\n2. whole test (10,000) vs train (50,000), find() at the defaults, in a child process on "
+          f"{os.cpu_count()} cores: {wall:.1f} s wall for the process (imports, data, find), find() itself "
+          f"{child['seconds']:.1f} s; peak memory {int(peak.group(1)) / 2**20:.2f} GiB" if peak else
+          f"{wall:.1f} s wall (no /usr/bin/time: peak memory not measured)")
+    print(f"   load average (1 min) before {load0[0]:.1f}, after {load1[0]:.1f}: other processes share the cores")
+    pairs = child["pairs"]
+    print("   flagged:", pairs["kind"].value_counts().reindex(["exact", "near", "review"]).fillna(0).astype(int).to_dict())
+    halves = planted.cifair_halves(len(ds.x_test))
+    listed = cifair.load(dataset="cifar100")
+    kind_of = dict(zip(zip(pairs["query_idx"], pairs["ref_idx"]), pairs["kind"]))
+    print("   ciFAIR train-test list, share found: auto = exact/near (confirm), with_review = also the review band")
+    print("   " + recall_table(listed, kind_of, halves).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+          .replace("\n", "\n   "))
+
+    within = cifair.load(dataset="cifar100", within_test=True)
+    t0 = time.perf_counter()
+    fw = duplicates.find(x_query=ds.x_test, x_ref=ds.x_test, near_threshold=P.dup_near_threshold,
+                         review_threshold=P.dup_review_threshold, top_k=P.dup_top_k, same_set=True, progress=False)
+    kw = dict(zip(zip(fw.pairs["query_idx"], fw.pairs["ref_idx"]), fw.pairs["kind"]))
+    print(f"   ciFAIR within-test list (test vs test, same_set=True, {time.perf_counter() - t0:.0f} s):")
+    print("   " + recall_table(within, kw, halves, unordered=True).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+          .replace("\n", "\n   "))
+
+    # ---- 3. false flags among the confirmed pairs ciFAIR does not list (report half)
+    keys = set(zip(listed["test_idx"], listed["train_idx"]))
+    conf = pairs[pairs["verdict"] == "confirm"]
+    unl = conf[[(a, b) not in keys and not halves[a] for a, b in zip(conf["query_idx"], conf["ref_idx"])]]
+    n_images = int((~halves).sum())
+    judged = pd.read_csv(JUDGMENTS)
+    in_pop = judged.merge(unl, left_on=["test_idx", "train_idx"], right_on=["query_idx", "ref_idx"], how="left",
+                          indicator=True)["_merge"].eq("both")
+    false = int((judged["judgment"] == "not the same shot").sum())
+    lo, hi = wilson(false, len(judged))
+    per_k = 1000 / n_images
+    print(f"\n3. false flags, report half ({n_images} test images): {len(unl)} confirmed pairs ciFAIR does not list, "
+          f"on {unl['query_idx'].nunique()} test images")
+    print(f"   our judgments ({JUDGMENTS.name}): {len(judged)} pairs looked at, {false} not the same shot "
+          f"= {false / len(judged):.3f} (95 % Wilson {lo:.3f}-{hi:.3f})")
+    print(f"   estimated false flags: {false / len(judged) * len(unl):.0f} pairs ({lo * len(unl):.0f}-{hi * len(unl):.0f}) "
+          f"= {false / len(judged) * len(unl) * per_k:.1f} per 1,000 test images "
+          f"({lo * len(unl) * per_k:.1f}-{hi * len(unl) * per_k:.1f})")
+    if not in_pop.all():
+        print(f"   NOTE: {int((~in_pop).sum())} judged pairs are no longer unlisted confirmed pairs of this run: "
+              "the finder changed since the judgments; judge a new sample")
+
+    imagededup_section(ds, listed, halves)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,36 +1,55 @@
 """Exact and near duplicates between two image sets (any query set against any reference set).
 
-Exact duplicates are found by hashing the raw bytes, so every byte-identical pair is
-listed. Near duplicates (the same shot shifted, cropped and rescaled, colour-changed or
-re-compressed) are found in two stages:
+Exact duplicates are found by hashing the raw bytes, so every byte-identical pair is listed.
+Near duplicates (the same shot shifted, cropped, rescaled along either axis, mirrored,
+colour-changed, re-compressed or framed) are found in three stages:
 
-1. Retrieval: each image becomes a small, shift-tolerant descriptor of 192 numbers, from
-   its grey levels at 16x16: a blurred 8x8 thumbnail (64) and a 4x4 grid of overlapping
-   cells holding histograms of gradient orientation (8 bins each, 128), each part
-   mean/contrast-normalised, the thumbnail at half the weight (_retrieval_descriptor).
-   A blocked matrix product against the reference set keeps the `top_k` best
-   reference images per query; no similarity block larger than
-   (query_block, ref_block) is ever held.
-2. Scoring: each candidate pair is aligned on 16x16 grey thumbnails, comparing 12x12
-   windows: the query moved by -4..+5 pixels along each axis (+-2 cells of 2 pixels, times
-   two 1-pixel phases), the reference at zoom 1 and magnified by 1/z or shrunk by z for z
-   in ZOOMS (0.9, 0.8). The pair is scored by two complementary signals at the best
-   alignment, both normalised cross-correlations of mean/contrast-normalised windows:
-     - pixels: grey levels (robust to brightness, contrast and hue changes),
-     - gradients: the (dx, dy) gradient field (separates images that share a smooth
-       layout but not their edges, where grey-level correlation alone is fooled).
-   The best alignment maximises the mean of the two, and score = clip(that mean, 0, 1);
-   1 means identical up to brightness/contrast.
+1. Retrieval. Each image becomes a descriptor of 432 numbers from two 16x16 grey views: the
+   image less a 3-pixel border (frames, borders and captions sit there), and a *canonical* view,
+   the window of +-2 standard deviations about the centroid of the gradient energy, resampled to
+   16x16, which undoes shifts and per-axis rescaling of a single subject. Each view gives a
+   blurred 8x8 thumbnail (64, at half weight) and a 4x4 grid of unsigned gradient-orientation
+   histograms (8 bins, square-rooted: 128); a 4x4 chroma map adds 48. The reference set's
+   descriptors are split into their mirror-even and mirror-odd parts (a left-right flip permutes
+   the descriptor, so it keeps the even part and negates the odd part) and each part is
+   PCA-whitened on the reference set (the WHITEN_DIMS leading directions, each scaled by
+   variance ** -WHITEN_POWER), which stops generic images (an apple on white, a horizon) from
+   crowding out copies. Similarity = even . even + |odd . odd| is the better of the query and its
+   mirror image, from one pass; a blocked matrix product keeps the `top_k` most similar
+   reference images of each query, and the similarity of its HUB_RANK-th neighbour.
+2. Coarse alignment, every candidate: 12x12 windows of 16x16 grey thumbnails, the query and its
+   mirror image moved by -4..+4 pixels (2-pixel steps) along each axis, the reference at zoom 1
+   and magnified by 1/z or shrunk by z for z in ZOOMS; coarse score = best mean of the pixel and
+   gradient correlations. Candidates below COARSE_GATE stop here (score 0 in `find`).
+3. Refinement: from the best coarse alignment, ECC (maximising the correlation coefficient,
+   Evangelidis & Psarakis 2008; ECC_STEPS Gauss-Newton steps on the 32x32 grey images blurred by
+   1 pixel) fits x_ref = a x + c, y_ref = b y + d (mirrored when a < 0; |a|, |b| in [0.55, 1.8]).
+   At that alignment two signals are measured inside a 3-pixel margin, each the mean over 16
+   patches of 8x8 pixels of the patch's correlation (so that one shared silhouette or horizon
+   cannot carry the whole image): `pixel` (grey levels, blur 0.7 px) and `gradient` (the (dx, dy)
+   field, unblurred).
+
+Score: a logistic combination of three signals, fitted by bench/fit_duplicates.py on the tuning
+half of ciFAIR's judged pairs and of our own judged pairs (bench/cifair_tuning_judgments.csv):
+
+    score = sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_gap * (similarity - hub))
+
+with SCORE_WEIGHTS = (w0, w_pixel, w_gradient, w_gap); similarity - hub is how far the pair's
+retrieval similarity stands above the query's HUB_RANK-th neighbour (a copy stands out from its
+neighbours; a generic image does not). The score estimates the probability that the pair is the
+same shot; identical images score ~0.999.
 
 Verdicts: exact -> kind "exact"; score >= near_threshold -> kind "near", verdict confirm;
 review_threshold <= score < near_threshold -> kind "review", verdict reject (listed for a
-person to decide through lib/review.py).
+person to decide through lib/review.py; notebook 03 pages them with the doubtful pairs first).
 
-lib/planted.py plants known duplicates into real images, the ground truth that the tests
-and bench/bench_duplicates.py measure this finder against.
+lib/planted.py plants known duplicates into real images, one ground truth the tests and
+bench/bench_duplicates.py measure this finder against; ciFAIR's judged lists are the other.
 """
 from __future__ import annotations
 
+import functools
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,11 +61,36 @@ from tqdm.auto import tqdm
 from .data import image_hashes
 
 PAIR_COLUMNS = ["query_idx", "ref_idx", "kind", "score", "pixel", "gradient", "verdict"]
-SHIFT = 2           # alignment search: +-2 cells of the 16x16 thumbnail = +-4 pixels of the 32x32 image
-                    # (with the query's two 1-pixel phases: shifts of -4..+5 pixels)
-ZOOMS = (0.9, 0.8)  # alignment search: central crops rescaled to full size, tried on either side
-N_ORIENT = 8        # retrieval: orientation bins of the gradient histograms
-THUMB_WEIGHT = 0.5  # retrieval: weight of the grey thumbnail against the gradient histograms
+
+# ---- retrieval descriptor
+RES = 16               # both views are described at 16x16 grey
+CROP = 3               # the plain view drops 3 pixels at each edge of the 32x32 image
+FRAME_SPREAD = 2.0     # the canonical view spans +-2 standard deviations of the gradient energy
+CELLS = 4              # 4x4 cells of orientation histograms per view
+N_ORIENT = 8           # unsigned gradient orientations (bins on the doubled angle)
+THUMB = 8              # 8x8 blurred grey thumbnail per view
+THUMB_WEIGHT = 0.5     # thumbnail against the histograms
+COLOUR_WEIGHT = 0.6    # the 4x4 chroma map against one view
+WHITEN_POWER = 0.25    # partial PCA whitening: each principal direction scaled by variance ** -0.25
+WHITEN_DIMS = 48       # principal directions kept in each of the mirror-even and mirror-odd parts
+WHITEN_SAMPLE = 16384  # at most this many reference rows (evenly spaced) fit the whitening
+HUB_RANK = 10          # a query's typical neighbour: its 10th most similar reference image
+# ---- coarse alignment (16x16)
+SHIFT = 2              # +-2 cells of the 16x16 thumbnail = +-4 pixels of the 32x32 image
+ZOOMS = (0.9, 0.8)     # central crops rescaled to full size, tried on either side
+COARSE_GATE = 0.65     # find(): candidates with a lower coarse score are not refined (score 0)
+# ---- refinement (32x32)
+ECC_STEPS = 4          # Gauss-Newton steps of the correlation alignment (images blurred by 1 pixel)
+MARGIN = 3             # comparisons ignore 3 pixels at each edge of the query
+# ---- score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_gap * (similarity - hub))
+SCORE_WEIGHTS = (-7.364, 2.675, 8.757, 4.110)   # (w0, w_pixel, w_gradient, w_gap): bench/fit_duplicates.py
+
+_LUMA = torch.tensor([0.299, 0.587, 0.114]) / 255
+_PHI = torch.arange(N_ORIENT // 2, dtype=torch.float32) * 2 * np.pi / N_ORIENT
+_COS, _SIN = torch.cos(_PHI).view(1, -1, 1, 1), torch.sin(_PHI).view(1, -1, 1, 1)
+_IN = slice(MARGIN, 32 - MARGIN)
+_C32 = (torch.arange(32, dtype=torch.float32) + 0.5) / 16 - 1     # pixel centres, [-1, 1] across the image
+_UIN = _C32[_IN]
 
 
 @dataclass(frozen=True)
@@ -54,7 +98,7 @@ class Found:
     pairs: pd.DataFrame       # flagged pairs, PAIR_COLUMNS, by score (highest first), then query_idx, ref_idx;
                               # exact pairs score 1, and a near pair can tie with them at 1
     best_score: np.ndarray    # (n_query,) float32 best near-duplicate score of each query (1 for an exact copy,
-                              # 0 when nothing was scored, e.g. exact_only)
+                              # 0 when nothing was scored, e.g. exact_only, or every candidate below COARSE_GATE)
     best_ref: np.ndarray      # (n_query,) int64 reference index of that best score (-1 when none)
     seconds: float            # wall time of the search
 
@@ -76,16 +120,16 @@ def exact_pairs(*, x_query: np.ndarray, x_ref: np.ndarray, same_set: bool = Fals
     return np.asarray(sorted(out), np.int64).reshape(-1, 2)
 
 
-# ---------------------------------------------------------------- descriptors
+# ---------------------------------------------------------------- image helpers
 
 def _grey(x_uint8: torch.Tensor) -> torch.Tensor:
     """(n, 32, 32, 3) uint8 -> (n, 1, 32, 32) float32 luma in [0, 1]."""
-    x = x_uint8.float()
-    return ((0.299 / 255) * x[..., 0] + (0.587 / 255) * x[..., 1] + (0.114 / 255) * x[..., 2]).unsqueeze(1)
+    n = len(x_uint8)
+    return (x_uint8.reshape(n * 1024, 3).float() @ _LUMA).reshape(n, 1, 32, 32)
 
 
 def _gradients(g: torch.Tensor) -> torch.Tensor:
-    """(n, 1, h, w) -> (n, 2, h, w) central differences (dx, dy), edges replicated."""
+    """(n, c, h, w) -> (n, 2c, h, w) central differences (dx, dy), edges replicated."""
     p = F.pad(g, (1, 1, 1, 1), mode="replicate")
     return torch.cat([p[..., 1:-1, 2:] - p[..., 1:-1, :-2], p[..., 2:, 1:-1] - p[..., :-2, 1:-1]], dim=1)
 
@@ -96,106 +140,240 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm(dim=1, keepdim=True).clamp_min(1e-6)
 
 
-def _retrieval_descriptor(x_uint8: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """(n, 32, 32, 3) uint8 -> (n, 64 + 16 * N_ORIENT) = (n, 192) float32 zero-mean unit rows, tolerant to
-    shifts of a few pixels.
+_BLUR: dict[float, torch.Tensor] = {}
 
-    From the grey image at 16x16: a blurred 8x8 thumbnail (3x3 mean, stride 2: 64) and a 4x4
-    grid of overlapping 6x6 cells, each holding a histogram of unsigned gradient orientations
-    (N_ORIENT soft bins, square-rooted: 128), each part mean/contrast-normalised; the thumbnail
-    weighs THUMB_WEIGHT (half) as much as the histograms.
-    """
-    # orientation bins live on the doubled angle, so a gradient and its opposite fall in the same bin
-    phis = np.arange(N_ORIENT) * 2 * np.pi / N_ORIENT
-    basis = torch.tensor(np.stack([np.cos(phis), np.sin(phis)]), dtype=torch.float32)  # (2, N_ORIENT)
-    out = []
+
+def _blur(g: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(n, c, 32, 32) Gaussian blur (sigma in pixels, edges replicated), as two 32x32 matrix products."""
+    if sigma not in _BLUR:
+        r = max(1, int(np.ceil(2.5 * sigma)))
+        k = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma ** 2))
+        m = np.zeros((32, 32))
+        for i in range(32):
+            for o, wt in zip(range(-r, r + 1), k / k.sum()):
+                m[i, min(max(i + o, 0), 31)] += wt
+        _BLUR[sigma] = torch.tensor(m, dtype=torch.float32)
+    m = _BLUR[sigma]
+    return m @ g @ m.T
+
+
+# ---------------------------------------------------------------- retrieval
+
+def _frames(g16: torch.Tensor) -> torch.Tensor:
+    """(n, 1, 16, 16) grey -> (n, 4) moment frame (cx, cy, sx, sy) of the gradient energy (outer ring of
+    cells ignored): centroid and standard deviation along each axis, in [-1, 1] image coordinates."""
+    w = _gradients(g16).square().sum(1).sqrt()[:, 1:-1, 1:-1]
+    c = (torch.arange(1, 15, dtype=torch.float32) + 0.5) / 8 - 1
+    tot = w.sum((1, 2)).clamp_min(1e-6)
+    wx, wy = w.sum(1), w.sum(2)
+    cx, cy = wx @ c / tot, wy @ c / tot
+    sx = ((wx @ (c * c)) / tot - cx * cx).clamp_min(0).sqrt().clamp(0.15, 1)
+    sy = ((wy @ (c * c)) / tot - cy * cy).clamp_min(0).sqrt().clamp(0.15, 1)
+    return torch.stack([cx, cy, sx, sy], 1)
+
+
+def _describe(g: torch.Tensor) -> torch.Tensor:
+    """(n, 1, RES, RES) grey view -> thumbnail (THUMB^2, weighted) and orientation histograms
+    (CELLS^2 * N_ORIENT), each part mean/contrast-normalised. Pooling windows are mirror-symmetric."""
+    n = len(g)
+    k = RES // THUMB
+    thumb = F.avg_pool2d(g, k + 2, k, 1, count_include_pad=False).reshape(n, -1)
+    gx, gy = _gradients(g).unbind(1)
+    gx, gy = gx.unsqueeze(1), gy.unsqueeze(1)
+    mag = (gx * gx + gy * gy).sqrt().clamp_min(1e-6)
+    p = (gx * gx - gy * gy) / mag * _COS + 2 * gx * gy / mag * _SIN     # |g| cos(2 theta - phi_k), k < N_ORIENT / 2
+    bins = torch.cat([p.clamp_min(0), (-p).clamp_min(0)], 1)             # orientation k and k + N_ORIENT / 2
+    k = RES // CELLS
+    hist = F.avg_pool2d(bins, k + 2, k, 1, count_include_pad=False).reshape(n, -1).sqrt()
+    return torch.cat([THUMB_WEIGHT * _unit(thumb), _unit(hist)], 1)
+
+
+def _raw_descriptors(x_uint8: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 32, 32, 3) uint8 -> raw retrieval descriptors (n, 432): plain view, canonical view, chroma;
+    and the moment frames (n, 4)."""
+    out, frames = [], []
+    norm = np.sqrt(2 * (1 + THUMB_WEIGHT ** 2) + COLOUR_WEIGHT ** 2)
+    c, e = CROP, 32 - CROP
     for s in range(0, len(x_uint8), chunk):
-        g = F.avg_pool2d(_grey(x_uint8[s:s + chunk]), 2)                           # (n, 1, 16, 16)
-        n = len(g)
-        thumb = F.avg_pool2d(g, 3, 2, 1, count_include_pad=False).reshape(n, -1)   # (n, 64)
-        gx, gy = _gradients(g).unbind(1)                                           # (n, 16, 16) each
-        mag = (gx * gx + gy * gy).sqrt().clamp_min(1e-6)
-        doubled = torch.stack([(gx * gx - gy * gy) / mag, 2 * gx * gy / mag], dim=-1)  # |g| at angle 2*theta
-        bins = (doubled @ basis).clamp_min(0).permute(0, 3, 1, 2).contiguous()     # (n, N_ORIENT, 16, 16)
-        hist = F.avg_pool2d(bins, 6, 4, 1, count_include_pad=False).reshape(n, -1).sqrt()  # (n, 4*4*N_ORIENT)
-        out.append(torch.cat([THUMB_WEIGHT * _unit(thumb), _unit(hist)], dim=1) / np.sqrt(1 + THUMB_WEIGHT ** 2))
-    return torch.cat(out) if out else torch.zeros((0, 64 + 16 * N_ORIENT))
+        x = x_uint8[s:s + chunk]
+        n = len(x)
+        g = _grey(x)
+        plain = F.adaptive_avg_pool2d(g[..., c:e, c:e], RES)
+        f = _frames(F.avg_pool2d(g, 2))
+        th = torch.zeros(n, 2, 3)
+        th[:, 0, 0], th[:, 0, 2] = FRAME_SPREAD * f[:, 2], f[:, 0]
+        th[:, 1, 1], th[:, 1, 2] = FRAME_SPREAD * f[:, 3], f[:, 1]
+        canon = F.grid_sample(g, F.affine_grid(th, (n, 1, RES, RES), align_corners=False), mode="bilinear",
+                              padding_mode="border", align_corners=False)
+        d = _describe(torch.cat([plain, canon]))
+        col = F.adaptive_avg_pool2d(x[:, c:e, c:e].permute(0, 3, 1, 2).float(), 4)
+        chroma = _unit((col - col.mean(1, keepdim=True)).reshape(n, -1))
+        out.append(torch.cat([d[:n], d[n:], COLOUR_WEIGHT * chroma], 1) / norm)
+        frames.append(f)
+    if not out:
+        return torch.zeros((0, len(_mirror()))), torch.zeros((0, 4))
+    return torch.cat(out), torch.cat(frames)
 
 
-def _area_map(*, zoom: float, offset: float, n_out: int = 16) -> torch.Tensor:
+def _mirror() -> np.ndarray:
+    """P with descriptor(left-right flipped image)[:, j] == descriptor(image)[:, P[j]]."""
+    view = [i * THUMB + (THUMB - 1 - j) for i in range(THUMB) for j in range(THUMB)]
+    view += [THUMB * THUMB + ((-o) % N_ORIENT) * CELLS * CELLS + i * CELLS + (CELLS - 1 - j)
+             for o in range(N_ORIENT) for i in range(CELLS) for j in range(CELLS)]
+    view = np.array(view)
+    d = len(view)
+    chroma = [2 * d + ch * 16 + i * 4 + (3 - j) for ch in range(3) for i in range(4) for j in range(4)]
+    return np.concatenate([view, view + d, np.array(chroma)])
+
+
+@functools.lru_cache(maxsize=1)
+def _mirror_bases() -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthonormal bases (d, d_even), (d, d_odd) of the descriptor's mirror-even and mirror-odd parts."""
+    p = _mirror()
+    d = len(p)
+    fixed = np.flatnonzero(p == np.arange(d))
+    lo = np.flatnonzero(np.arange(d) < p)                    # one index of each swapped pair
+    even = np.zeros((d, len(fixed) + len(lo)))
+    even[fixed, np.arange(len(fixed))] = 1
+    even[lo, len(fixed) + np.arange(len(lo))] = even[p[lo], len(fixed) + np.arange(len(lo))] = 1 / np.sqrt(2)
+    odd = np.zeros((d, len(lo)))
+    odd[lo, np.arange(len(lo))] = 1 / np.sqrt(2)
+    odd[p[lo], np.arange(len(lo))] = -1 / np.sqrt(2)
+    return torch.tensor(even, dtype=torch.float32), torch.tensor(odd, dtype=torch.float32)
+
+
+@dataclass(frozen=True)
+class _Whitening:
+    """Partial PCA whitening of the mirror-even and mirror-odd parts, fitted on reference descriptors."""
+    mean: torch.Tensor   # (d,) the mirror-even part of the reference mean
+    even: torch.Tensor   # (d, k) projection of the even part
+    odd: torch.Tensor    # (d, k) projection of the odd part
+
+    @classmethod
+    def fit(cls, raw: torch.Tensor) -> "_Whitening":
+        be, bo = (b.double() for b in _mirror_bases())
+        sample = raw[::max(1, len(raw) // WHITEN_SAMPLE)].double()
+        mean = be @ (be.T @ sample.mean(0)) if len(sample) else torch.zeros(raw.shape[1], dtype=torch.double)
+        mats = []
+        for b in (be, bo):
+            z = (sample - mean) @ b
+            cov = z.T @ z / max(1, len(z) - 1)
+            cov = cov + 1e-6 * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(len(cov), dtype=cov.dtype)
+            ev, u = torch.linalg.eigh(cov)
+            ev, u = ev.flip(0)[:WHITEN_DIMS], u.flip(1)[:, :WHITEN_DIMS]
+            mats.append((b @ u * ev.clamp_min(1e-12).pow(-WHITEN_POWER)).float())
+        return cls(mean=mean.float(), even=mats[0], odd=mats[1])
+
+    def project(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw descriptors -> (even, odd) coordinates, scaled so that even^2 + odd^2 sums to 1 per row."""
+        z = raw - self.mean
+        e, o = z @ self.even, z @ self.odd
+        n = (e.square().sum(1) + o.square().sum(1)).sqrt().clamp_min(1e-6)[:, None]
+        return e / n, o / n
+
+
+@dataclass(frozen=True)
+class _Retrieved:
+    cand: np.ndarray      # (n_query, k) int64 reference indices, most similar first
+    sim: np.ndarray       # (n_query, k) float32 similarity of each candidate
+    hub: np.ndarray       # (n_query,) float32 similarity of the query's HUB_RANK-th neighbour
+
+
+def _index(x_ref: np.ndarray) -> tuple[_Whitening, torch.Tensor, torch.Tensor]:
+    """The whitening fitted on the reference set and the reference set's (even, odd) coordinates."""
+    raw = _raw_descriptors(torch.as_tensor(np.asarray(x_ref)))[0]
+    wh = _Whitening.fit(raw)
+    return (wh, *wh.project(raw))
+
+
+def _search(eq_all: torch.Tensor, oq_all: torch.Tensor, er: torch.Tensor, od_r: torch.Tensor, *, keep: int,
+            exclude: np.ndarray | None = None, query_block: int = 1024, ref_block: int = 4096,
+            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and similarities (n_query, keep) of the most similar references, most similar first.
+    exclude: (n_query,) a reference index per query that is never its neighbour (the query itself, same_set)."""
+    n_q, n_r = len(eq_all), len(er)
+    idx_out = np.zeros((n_q, keep), np.int64)
+    sim_out = np.zeros((n_q, keep), np.float32)
+    ex_all = None if exclude is None else torch.as_tensor(np.asarray(exclude, np.int64))
+    for s in tqdm(range(0, n_q, query_block), desc="near-duplicate retrieval", disable=not progress):
+        eq, oq = eq_all[s:s + query_block], oq_all[s:s + query_block]
+        best_v = torch.full((len(eq), 0), -9.0)
+        best_i = torch.zeros((len(eq), 0), dtype=torch.int64)
+        for r in range(0, n_r, ref_block):
+            sim = (oq @ od_r[r:r + ref_block].T).abs_().addmm_(eq, er[r:r + ref_block].T)   # even + |odd|
+            if ex_all is not None:                                # a query is not its own duplicate
+                cols = ex_all[s:s + query_block] - r
+                ok = (cols >= 0) & (cols < sim.shape[1])
+                sim[torch.arange(len(eq))[ok], cols[ok]] = -9.0
+            v, i = sim.topk(min(keep, sim.shape[1]), dim=1)
+            best_v, j = torch.cat([best_v, v], 1).topk(min(keep, best_v.shape[1] + v.shape[1]), dim=1)
+            best_i = torch.cat([best_i, i + r], 1).gather(1, j)
+        idx_out[s:s + len(eq)] = best_i.numpy()
+        sim_out[s:s + len(eq)] = best_v.numpy()
+    return idx_out, sim_out
+
+
+def _retrieve(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set: bool = False,
+              rows: np.ndarray | None = None, query_block: int = 1024, ref_block: int = 4096,
+              progress: bool = False) -> _Retrieved:
+    """The top_k most similar reference images of each query (of the queries `rows`, default all), with the
+    similarities the score uses. The whitening depends on the reference set only, so a query's result does
+    not depend on which other queries are searched."""
+    wh, er, od_r = _index(x_ref)
+    rows = np.arange(len(x_query)) if rows is None else np.asarray(rows, np.int64)
+    if same_set:
+        eq, oq = er[torch.as_tensor(rows)], od_r[torch.as_tensor(rows)]
+    else:
+        eq, oq = wh.project(_raw_descriptors(torch.as_tensor(np.asarray(x_query)[rows]))[0])
+    keep = min(max(top_k, HUB_RANK), len(er) - (1 if same_set else 0))
+    idx, sim = _search(eq, oq, er, od_r, keep=keep, exclude=rows if same_set else None, query_block=query_block,
+                       ref_block=ref_block, progress=progress)
+    hub = sim[:, min(HUB_RANK, keep) - 1] if keep > 0 else np.zeros(len(eq), np.float32)
+    k = min(top_k, keep)
+    return _Retrieved(cand=idx[:, :k], sim=sim[:, :k], hub=hub)
+
+
+def _pair_similarity(*, x_query: np.ndarray, x_ref: np.ndarray, cand: np.ndarray, same_set: bool = False,
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Retrieval similarity of given candidates (n_query, k) and each query's hub similarity, as in find().
+    same_set: each query is itself an image of x_ref, so its most similar reference (itself) is skipped."""
+    wh, er, od_r = _index(x_ref)
+    eq, oq = wh.project(_raw_descriptors(torch.as_tensor(np.asarray(x_query)))[0])
+    keep = min(HUB_RANK + (1 if same_set else 0), len(er))
+    _, top = _search(eq, oq, er, od_r, keep=keep)
+    hub = top[:, keep - 1] if keep else np.zeros(len(eq), np.float32)
+    c = torch.as_tensor(np.array(cand, np.int64))
+    sim = (eq[:, None, :] * er[c]).sum(-1) + (oq[:, None, :] * od_r[c]).sum(-1).abs()
+    return sim.numpy(), hub
+
+
+# ---------------------------------------------------------------- coarse alignment (16x16)
+
+def _area_map(*, zoom: float, n_out: int = 16) -> torch.Tensor:
     """(n_out, 32) linear map of one image axis: 32 pixels -> n_out cells of 2 pixels, zoomed about the centre.
 
-    Output cell j spans [2j + offset, 2j + 2 + offset] in the 32-pixel frame of the zoomed image,
-    i.e. [16 + (2j + offset - 16) / zoom, 16 + (2j + 2 + offset - 16) / zoom] in the source;
-    each source pixel weighs by its overlap (area resampling). zoom > 1 magnifies (a central
-    crop), zoom < 1 shrinks; sources past the border repeat the edge pixel.
+    Output cell j spans [2j, 2j + 2] in the 32-pixel frame of the zoomed image, i.e.
+    [16 + (2j - 16) / zoom, 16 + (2j + 2 - 16) / zoom] in the source; each source pixel weighs by
+    its overlap (area resampling). zoom > 1 magnifies (a central crop), zoom < 1 shrinks; sources
+    past the border repeat the edge pixel.
     """
     m = np.zeros((n_out, 32))
     for j in range(n_out):
-        lo = 16 + (2 * j + offset - 16) / zoom
-        hi = 16 + (2 * j + 2 + offset - 16) / zoom
+        lo, hi = 16 + (2 * j - 16) / zoom, 16 + (2 * j + 2 - 16) / zoom
         for px in range(int(np.floor(lo)), int(np.ceil(hi))):
             m[j, min(max(px, 0), 31)] += max(0.0, min(hi, px + 1) - max(lo, px))
     return torch.tensor(m / m.sum(1, keepdims=True), dtype=torch.float32)
 
 
-def _resample(g: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-    """(n, 1, 32, 32) grey, (m, n_out, 32) axis maps -> (n, m, 1, n_out, n_out): maps @ image @ maps^T."""
-    return torch.stack([mp @ g[:, 0] @ mp.T for mp in maps], dim=1).unsqueeze(2)
+def _zooms() -> list[float]:
+    return [1.0] + [1 / z for z in ZOOMS] + list(ZOOMS)
 
 
-def _query_maps() -> torch.Tensor:
-    """(2, 16, 32): axis maps halving the whole image, moved by 0 or 1 pixel (phases).
-
-    _query_views applies them to rows and columns: 2 x 2 = 4 phases.
-    """
-    return torch.stack([_area_map(zoom=1.0, offset=d) for d in (0, 1)])
-
-
-def _ref_maps() -> torch.Tensor:
-    """(1 + 2*len(ZOOMS), 16, 32): the reference halved, magnified by 1/z and shrunk by z for z in ZOOMS."""
-    zooms = [1.0] + [1 / z for z in ZOOMS] + list(ZOOMS)
-    return torch.stack([_area_map(zoom=z, offset=0) for z in zooms])
-
-
-def _query_views(x_uint8: torch.Tensor) -> torch.Tensor:
-    """(n, 32, 32, 3) uint8 -> (n, 4, 1, 16, 16): the 4 pixel phases (rows x columns move by 0/1)."""
-    m = _query_maps()
-    g = _grey(x_uint8)[:, 0]
-    rows = [m[dy] @ g for dy in (0, 1)]                                          # (n, 16, 32) each
-    return torch.stack([r @ m[dx].T for r in rows for dx in (0, 1)], dim=1).unsqueeze(2)
-
-
-def _ref_views(x_uint8: torch.Tensor) -> torch.Tensor:
-    """(n, 32, 32, 3) uint8 -> (n, n_zoom, 1, 16, 16): the reference at each zoom of _ref_maps."""
-    return _resample(_grey(x_uint8), _ref_maps())
-
-
-def _shifted_windows(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Raw windows of every shift, and their centred norms, for the moving side of an alignment.
-
-    v: (b, m, 1, 16, 16) grey thumbnails (m views per image). Returns pixel windows
-    (b, m * n_shift, w*w), gradient windows (b, m * n_shift, 2*w*w) and the norms of the
-    mean-subtracted windows, (b, m * n_shift) each, from box sums (no window is normalised).
-    """
-    b, m = v.shape[:2]
-    w, n_pos = 16 - 2 * SHIFT, 2 * SHIFT + 1
-    flat = v.reshape(b * m, 1, 16, 16)
-    out = []
-    for c in (flat, _gradients(flat)):
-        k = c.shape[1]
-        st = c.stride()
-        win = c.as_strided((b * m, n_pos, n_pos, k, w, w), (st[0], st[2], st[3], st[1], st[2], st[3]))
-        win = win.reshape(b, m * n_pos * n_pos, k * w * w)                   # (b, m*n_shift, k*w*w)
-        s1 = F.avg_pool2d(c, w, 1).sum(1) * (w * w)                         # (b*m, n_pos, n_pos) window sums
-        s2 = F.avg_pool2d(c * c, w, 1).sum(1) * (w * w)
-        norm = (s2 - s1 * s1 / (k * w * w)).clamp_min(1e-10).sqrt().reshape(b, m * n_pos * n_pos)
-        out += [win, norm]
-    return out[0], out[2], out[1], out[3]
-
-
-def _central_windows(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, m, 1, 16, 16) -> unit, zero-mean central windows: pixel (n, m, w*w), gradient (n, m, 2*w*w)."""
+def _ref_windows(g32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 1, 32, 32) -> unit central 12x12 windows of the reference at each zoom of _zooms():
+    pixels (n, n_zoom, 144) and gradients (n, n_zoom, 288)."""
+    maps = torch.stack([_area_map(zoom=z) for z in _zooms()])
+    v = torch.stack([mp @ g32[:, 0] @ mp.T for mp in maps], dim=1).unsqueeze(2)     # (n, n_zoom, 1, 16, 16)
     n, m = v.shape[:2]
     w = 16 - 2 * SHIFT
     flat = v.reshape(n * m, 1, 16, 16)
@@ -204,122 +382,243 @@ def _central_windows(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _unit(pix).reshape(n, m, -1), _unit(grad).reshape(n, m, -1)
 
 
-def score_candidates(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | torch.Tensor, cand: np.ndarray,
-                     weights: tuple[float, float] = (0.5, 0.5), block: int = 256, progress: bool = False,
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Similarity of each query to each of its candidates: (score, pixel, gradient), each (n_query, k) float32.
+def _query_windows(g32: torch.Tensor) -> list[torch.Tensor]:
+    """(b, 1, 32, 32) -> every shifted 12x12 window of the query's 16x16 thumbnail and of its mirror image,
+    mean-subtracted: pixels (b, 2 * n_shift, 144), their norms (b, 2 * n_shift), gradients, their norms."""
+    g16 = F.avg_pool2d(g32, 2)
+    v = torch.cat([g16, g16.flip(-1)], 1).reshape(-1, 1, 16, 16)    # (2b, 1, 16, 16): query, mirror
+    b = len(g32)
+    w, n_pos = 16 - 2 * SHIFT, 2 * SHIFT + 1
+    out = []
+    for c in (v, _gradients(v)):
+        k, st = c.shape[1], c.stride()
+        win = c.as_strided((len(c), n_pos, n_pos, k, w, w), (st[0], st[2], st[3], st[1], st[2], st[3]))
+        win = win.reshape(b, 2 * n_pos * n_pos, k * w * w)
+        win = win - win.mean(2, keepdim=True)
+        out += [win, win.norm(dim=2).clamp_min(1e-5)]
+    return out
 
-    cand: (n_query, k) reference indices. Each signal is a normalised cross-correlation of
-    12x12 windows of 16x16 grey thumbnails (pixels; the (dx, dy) gradient field). The alignment
-    (every pixel shift in -4..5 of the query; the reference at zoom 1, 1/z and z for z in ZOOMS)
-    is the one that maximises weights[0] * pixel + weights[1] * gradient, which is the score
-    (clipped to [0, 1]). The default equal weights were chosen on planted pairs
-    (bench/bench_duplicates.py).
-    """
-    x_query, x_ref = torch.as_tensor(np.asarray(x_query)), torch.as_tensor(np.asarray(x_ref))
+
+def _coarse(gq32: torch.Tensor, ref_pix: torch.Tensor, ref_grad: torch.Tensor):
+    """Coarse similarity of each query to its k candidates, best over shifts, zooms and both orientations.
+
+    gq32 (b, 1, 32, 32); ref_pix, ref_grad (b, k, n_zoom, d) from _ref_windows. Returns score = mean of
+    the pixel and gradient correlations (clipped to [0, 1]), pixel, gradient, each (b, k), and the
+    alignment (b, k, 4) = (a, b, c, d): x_ref = a x + c, y_ref = b y + d in [-1, 1] coordinates."""
+    b, k, nz = ref_pix.shape[:3]
+    qp, qpn, qg, qgn = _query_windows(gq32)
+    pix = torch.bmm(qp, ref_pix.reshape(b, k * nz, -1).transpose(1, 2)) / qpn[..., None]   # (b, n_al, k*nz)
+    grad = torch.bmm(qg, ref_grad.reshape(b, k * nz, -1).transpose(1, 2)) / qgn[..., None]
+    n_al = pix.shape[1]
+    per_cand = lambda t: t.reshape(b, n_al, k, nz).permute(0, 2, 1, 3).reshape(b, k, n_al * nz)  # noqa: E731
+    best, arg = per_cand(0.5 * (pix + grad)).max(dim=2)
+    al, zi = arg // nz, arg % nz
+    n_pos = 2 * SHIFT + 1
+    pos = al % (n_pos * n_pos)
+    dy, dx = (2 * (pos // n_pos - SHIFT)).float(), (2 * (pos % n_pos - SHIFT)).float()
+    z = torch.tensor(_zooms())[zi]
+    sign = torch.where(al >= n_pos * n_pos, -1.0, 1.0)                    # matched as the mirror image
+    p = torch.stack([sign / z, 1 / z, -dx / 16 / z, -dy / 16 / z], -1)
+    pick = lambda t: per_cand(t).gather(2, arg[..., None])[..., 0]  # noqa: E731
+    return best.clamp(0, 1), pick(pix), pick(grad), p
+
+
+# ---------------------------------------------------------------- refinement (32x32)
+
+def _sample(img: torch.Tensor, p: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """img (n, c, 32, 32) sampled (bilinear, edges repeated) at x = a u + c, y = b v + d for the pixel
+    centres u, v in `coords` (m,) along each axis; p (n, 4) = (a, b, c, d). -> (n, c, m * m)."""
+    n, m = len(p), len(coords)
+    gx = p[:, 0:1] * coords + p[:, 2:3]
+    gy = p[:, 1:2] * coords + p[:, 3:4]
+    grid = torch.stack([gx[:, None, :].expand(n, m, m), gy[:, :, None].expand(n, m, m)], dim=-1)
+    return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False).reshape(
+        n, img.shape[1], -1)
+
+
+def _ecc(gq: torch.Tensor, gr: torch.Tensor, p: torch.Tensor, steps: int, sigma: float = 1.0,
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Correlation alignment (ECC, Evangelidis & Psarakis 2008) of the reference to the query under
+    x_ref = a x + c, y_ref = b y + d, from p (n, 4) = (a, b, c, d); |a|, |b| stay in [0.55, 1.8] and
+    |c|, |d| <= 0.6. Returns the parameters with the best correlation seen (inside the margin, both
+    images blurred by sigma pixels) and that correlation."""
+    n = len(gq)
+    t = _blur(gq, sigma)[..., _IN, _IN].reshape(n, -1)
+    t = t - t.mean(1, keepdim=True)
+    t = t / t.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    rb = _blur(gr, sigma)
+    ref3 = torch.cat([rb, _gradients(rb) * 8.0], 1)          # intensity, d/du, d/dv (u: 16 pixels per unit, /2)
+    m = len(_UIN)
+    uu, vv = _UIN.repeat(m), _UIN.repeat_interleave(m)
+    p = p.clone()
+    best_p, best_rho = p.clone(), torch.full((n,), -2.0)
+    eye = 1e-6 * torch.eye(4)
+    for it in range(steps + 1):
+        iw, rx, ry = _sample(ref3, p, _UIN).unbind(1)
+        iw = iw - iw.mean(1, keepdim=True)
+        inorm = iw.norm(dim=1).clamp_min(1e-8)
+        rho = (t * iw).sum(1) / inorm
+        better = rho > best_rho
+        best_rho = torch.where(better, rho, best_rho)
+        best_p = torch.where(better[:, None], p, best_p)
+        if it == steps:
+            break
+        G = torch.stack([rx * uu, ry * vv, rx, ry], 1)                   # (n, 4, P) d(sampled image)/d(a, b, c, d)
+        gm = G.mean(2, keepdim=True)
+        H = torch.linalg.inv(G @ G.transpose(1, 2) - G.shape[2] * gm @ gm.transpose(1, 2) + eye)
+        proj = G @ torch.stack([iw, t], 2)                               # (n, 4, 2); iw and t are centred
+        hip = H @ proj[..., :1]
+        ln = inorm.square() - (proj[..., 0] * hip[..., 0]).sum(1)
+        ld = rho * inorm - (proj[..., 1] * hip[..., 0]).sum(1)
+        lam = torch.where(ld > 1e-8, ln / ld.clamp_min(1e-8), torch.ones_like(ln))
+        dp = (H @ (lam[:, None, None] * proj[..., 1:] - proj[..., :1]))[..., 0].clamp(-0.15, 0.15)
+        p = p + dp
+        sign = torch.where(p[:, 0] < 0, -1.0, 1.0)
+        p = torch.stack([sign * p[:, 0].abs().clamp(0.55, 1.8), p[:, 1].clamp(0.55, 1.8),
+                         p[:, 2].clamp(-0.6, 0.6), p[:, 3].clamp(-0.6, 0.6)], 1)
+    return best_p, best_rho
+
+
+def _patch_ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(n, c, 32, 32) pairs -> (n,) mean over 16 patches (8x8 pixels, stride 6, inside the margin) of the
+    patch's correlation coefficient (channels pooled; a flat patch counts as 0)."""
+    def patches(t: torch.Tensor) -> torch.Tensor:
+        t = t[..., _IN, _IN].contiguous()
+        n, c, st = len(t), t.shape[1], t.stride()
+        v = t.as_strided((n, 4, 4, c, 8, 8), (st[0], 6 * st[2], 6 * st[3], st[1], st[2], st[3])).reshape(n, 16, -1)
+        return v - v.mean(2, keepdim=True)
+    pa, pb = patches(a), patches(b)
+    r = (pa * pb).sum(2) / (pa.square().sum(2) * pb.square().sum(2)).sqrt().clamp_min(1e-6)
+    return r.mean(1)
+
+
+def _refine(xq: torch.Tensor, xr: torch.Tensor, p0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paired images (n, 32, 32, 3) and their coarse alignment -> (pixel, gradient) patch correlations at the
+    ECC alignment."""
+    gq, gr = _grey(xq), _grey(xr)
+    p, _ = _ecc(gq, gr, p0, ECC_STEPS)
+    gw = _sample(gr, p, _C32).reshape(len(p), 1, 32, 32)
+    return _patch_ncc(_blur(gq, 0.7), _blur(gw, 0.7)), _patch_ncc(_gradients(gq), _gradients(gw))
+
+
+def _combine(pixel: np.ndarray, gradient: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """The score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_gap * gap) (SCORE_WEIGHTS)."""
+    w0, wp, wg, wh = SCORE_WEIGHTS
+    z = w0 + wp * pixel + wg * gradient + wh * gap
+    return (1 / (1 + np.exp(-np.clip(z, -50, 50)))).astype(np.float32)
+
+
+def _score(*, x_query, x_ref, cand: np.ndarray, sim: np.ndarray, hub: np.ndarray, gate: float | None,
+           block: int = 512, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """score, pixel, gradient, coarse score (n_query, k) of each query against its candidates; candidates
+    whose coarse score is below `gate` are not refined (score 0, pixel and gradient NaN)."""
+    xq_all, xr_all = torch.as_tensor(np.asarray(x_query)), torch.as_tensor(np.asarray(x_ref))
     cand = np.asarray(cand, np.int64)
     n_q, k = cand.shape
-    n_zoom = 1 + 2 * len(ZOOMS)
-    # reference windows once per distinct candidate, float16: (n_unique, n_zoom, d) each
+    nz = len(_zooms())
     uniq, slot = np.unique(cand, return_inverse=True)
     slot = torch.as_tensor(slot.reshape(n_q, k))
-    ref_pix, ref_grad = [], []
-    for s in range(0, len(uniq), 4096):
-        p_, g_ = _central_windows(_ref_views(x_ref[torch.as_tensor(uniq[s:s + 4096])]))
-        ref_pix.append(p_.half())
-        ref_grad.append(g_.half())
-    ref_pix = torch.cat(ref_pix) if ref_pix else torch.zeros((0, n_zoom, 1), dtype=torch.half)
-    ref_grad = torch.cat(ref_grad) if ref_grad else torch.zeros((0, n_zoom, 1), dtype=torch.half)
-    out = np.zeros((3, n_q, k), np.float32)
-    for s in tqdm(range(0, n_q, block), desc="near-duplicate scoring", disable=not progress):
-        c = slot[s:s + block]
-        b = len(c)
-        q_pix, q_grad, q_pix_norm, q_grad_norm = _shifted_windows(_query_views(x_query[s:s + b]))  # all shifts
-        r_pix = ref_pix[c.reshape(-1)].float().reshape(b, k * n_zoom, -1)
-        r_grad = ref_grad[c.reshape(-1)].float().reshape(b, k * n_zoom, -1)
-        pix = torch.bmm(q_pix, r_pix.transpose(1, 2)) / q_pix_norm[..., None]      # (b, n_align, k*n_zoom)
-        grad = torch.bmm(q_grad, r_grad.transpose(1, 2)) / q_grad_norm[..., None]
-        per_cand = lambda t: t.reshape(b, -1, k, n_zoom).transpose(2, 3).reshape(b, -1, k)  # noqa: E731
-        best, arg = per_cand(weights[0] * pix + weights[1] * grad).max(dim=1)   # over alignments: (b, k)
-        out[0, s:s + b] = best.clamp(0, 1).numpy()
-        out[1, s:s + b] = per_cand(pix).gather(1, arg[:, None])[:, 0].numpy()
-        out[2, s:s + b] = per_cand(grad).gather(1, arg[:, None])[:, 0].numpy()
-    return out[0], out[1], out[2]
+    rp, rg = [torch.zeros((0, nz, d), dtype=torch.half) for d in (144, 288)]
+    parts = [_ref_windows(_grey(xr_all[torch.as_tensor(uniq[s:s + 2048])])) for s in range(0, len(uniq), 2048)]
+    if parts:   # reference windows once per distinct candidate, float16
+        rp, rg = torch.cat([a.half() for a, _ in parts]), torch.cat([b.half() for _, b in parts])
+    coarse = np.zeros((n_q, k), np.float32)
+    align = np.zeros((n_q, k, 4), np.float32)
+    for s in tqdm(range(0, n_q, block), desc="near-duplicate alignment", disable=not progress):
+        sl = slot[s:s + block].reshape(-1)
+        b = len(sl) // k
+        sc, _, _, p = _coarse(_grey(xq_all[s:s + b]), rp[sl].float().reshape(b, k, nz, -1),
+                              rg[sl].float().reshape(b, k, nz, -1))
+        coarse[s:s + b], align[s:s + b] = sc.numpy(), p.numpy()
+    pix = np.full((n_q, k), np.nan, np.float32)
+    grad = np.full((n_q, k), np.nan, np.float32)
+    qi, ki = np.nonzero(coarse >= gate) if gate is not None else np.nonzero(np.ones((n_q, k), bool))
+    for s in range(0, len(qi), 1024):
+        q, kk = qi[s:s + 1024], ki[s:s + 1024]
+        a, g = _refine(xq_all[torch.as_tensor(q)], xr_all[torch.as_tensor(cand[q, kk])], torch.as_tensor(align[q, kk]))
+        pix[q, kk], grad[q, kk] = a.numpy(), g.numpy()
+    gap = np.asarray(sim, np.float32) - np.asarray(hub, np.float32)[:, None]
+    score = np.where(np.isfinite(pix), _combine(np.nan_to_num(pix), np.nan_to_num(grad), gap), 0).astype(np.float32)
+    return score, pix, grad, coarse
+
+
+def score_candidates(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | torch.Tensor, cand: np.ndarray,
+                     same_set: bool = False, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Score of each query against each of its candidates: (score, pixel, gradient), each (n_query, k) float32.
+
+    cand: (n_query, k) reference indices. Every candidate is refined (no COARSE_GATE). The retrieval
+    similarity and the query's hub similarity are measured against the whole of x_ref, as in find()
+    (same_set: the queries are images of x_ref, and a query's own image does not count as its neighbour).
+    """
+    x_query, x_ref = np.asarray(x_query), np.asarray(x_ref)
+    cand = np.asarray(cand, np.int64)
+    sim, hub = _pair_similarity(x_query=x_query, x_ref=x_ref, cand=cand, same_set=same_set)
+    sc, pix, grad, _ = _score(x_query=x_query, x_ref=x_ref, cand=cand, sim=sim, hub=hub, gate=None, progress=progress)
+    return sc, pix, grad
 
 
 def score_pairs(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | torch.Tensor, pairs: np.ndarray,
-                weights: tuple[float, float] = (0.5, 0.5)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                same_set: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """score_candidates for given (query index, reference index) pairs: (score, pixel, gradient), (n_pairs,) each."""
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     x_query = np.asarray(x_query)
-    sc, pix, grad = score_candidates(x_query=x_query[pairs[:, 0]], x_ref=x_ref, cand=pairs[:, 1:2], weights=weights)
+    sc, pix, grad = score_candidates(x_query=x_query[pairs[:, 0]], x_ref=x_ref, cand=pairs[:, 1:2], same_set=same_set)
     return sc[:, 0], pix[:, 0], grad[:, 0]
 
 
 # ---------------------------------------------------------------- search
 
 def candidates(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set: bool = False,
-               query_block: int = 2048, ref_block: int = 16384, progress: bool = True) -> np.ndarray:
-    """(n_query, min(top_k, n_ref)) int64: the reference images nearest each query by the retrieval
-    descriptor, nearest first.
+               query_block: int = 1024, ref_block: int = 4096, progress: bool = True) -> np.ndarray:
+    """(n_query, min(top_k, n_ref)) int64: the reference images most similar to each query by the retrieval
+    descriptor (the better of the query and its mirror image), most similar first.
 
-    same_set: x_query is x_ref; a query's own row ranks below every other row, and
-    min(top_k + 1, n_ref) columns are returned.
-    Memory: the reference descriptors, (n_ref, 192) float32, and one (query_block, ref_block)
-    float32 similarity block at a time.
+    same_set: x_query is x_ref; a query is never its own candidate (min(top_k, n_ref - 1) columns).
+    Memory: the reference descriptors, (n_ref, 432) then (n_ref, 2 * WHITEN_DIMS) float32, and one
+    (query_block, ref_block) float32 similarity block at a time.
     """
-    d_ref = _retrieval_descriptor(torch.as_tensor(x_ref))     # (n_ref, 192)
-    n_q = len(x_query)
-    k = min(top_k + (1 if same_set else 0), len(x_ref))
-    idx_out = np.zeros((n_q, k), np.int64)
-    bar = tqdm(range(0, n_q, query_block), desc="near-duplicate retrieval", disable=not progress)
-    for s in bar:
-        d_q = _retrieval_descriptor(torch.as_tensor(x_query[s:s + query_block]))
-        best_val = torch.full((len(d_q), 0), -2.0)
-        best_idx = torch.zeros((len(d_q), 0), dtype=torch.int64)
-        for r in range(0, len(x_ref), ref_block):
-            sim = d_q @ d_ref[r:r + ref_block].T                  # (bq, br) cosine
-            if same_set:                                          # a query is not its own duplicate
-                rows = torch.arange(len(d_q))
-                cols = torch.arange(s, s + len(d_q)) - r
-                ok = (cols >= 0) & (cols < sim.shape[1])
-                sim[rows[ok], cols[ok]] = -2.0
-            v, i = sim.topk(min(k, sim.shape[1]), dim=1)
-            best_val = torch.cat([best_val, v], dim=1)
-            best_idx = torch.cat([best_idx, i + r], dim=1)
-            best_val, keep = best_val.topk(min(k, best_val.shape[1]), dim=1)
-            best_idx = best_idx.gather(1, keep)
-        idx_out[s:s + len(d_q)] = best_idx.numpy()
-    return idx_out[:, :top_k] if not same_set else idx_out[:, :k]
+    return _retrieve(x_query=x_query, x_ref=x_ref, top_k=top_k, same_set=same_set, query_block=query_block,
+                     ref_block=ref_block, progress=progress).cand
+
+
+def near_scores(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set: bool = False,
+                rows: np.ndarray | None = None, progress: bool = False) -> pd.DataFrame:
+    """Every retrieved candidate of the queries `rows` (default all) with find()'s signals: query_idx, ref_idx,
+    score, pixel, gradient (score 0 and NaN signals below COARSE_GATE). find() flags these by its thresholds;
+    a query's candidates do not depend on which other queries are searched, so a subset gives find()'s
+    answer for those queries (tests use this)."""
+    rows = np.arange(len(x_query)) if rows is None else np.asarray(rows, np.int64)
+    ret = _retrieve(x_query=x_query, x_ref=x_ref, top_k=top_k, same_set=same_set, rows=rows, progress=progress)
+    xq = np.asarray(x_ref if same_set else x_query)[rows]
+    score, pix, grad, _ = _score(x_query=xq, x_ref=x_ref, cand=ret.cand, sim=ret.sim, hub=ret.hub,
+                                 gate=COARSE_GATE, progress=progress)
+    k = ret.cand.shape[1]
+    return pd.DataFrame({"query_idx": np.repeat(rows, k), "ref_idx": ret.cand.reshape(-1), "score": score.reshape(-1),
+                         "pixel": pix.reshape(-1), "gradient": grad.reshape(-1)})
 
 
 def find(*, x_query: np.ndarray, x_ref: np.ndarray, near_threshold: float, review_threshold: float,
          top_k: int, exact_only: bool = False, same_set: bool = False, progress: bool = True) -> Found:
     """Exact and near duplicates of each query image among the reference images.
 
+    near_threshold, review_threshold: thresholds on the score (an estimated probability of the same shot).
     same_set: x_query is x_ref (e.g. test against test): no self pairs, each pair once (query < ref).
     """
-    import time
-
     t0 = time.perf_counter()
     exact = exact_pairs(x_query=x_query, x_ref=x_ref, same_set=same_set)
     rows = [pd.DataFrame({"query_idx": exact[:, 0], "ref_idx": exact[:, 1], "kind": "exact", "score": 1.0,
                           "pixel": 1.0, "gradient": 1.0, "verdict": "confirm"})]
     best_score = np.zeros(len(x_query), np.float32)
     best_ref = np.full(len(x_query), -1, np.int64)
-    if not exact_only and len(x_query) and len(x_ref):
-        cand = candidates(x_query=x_query, x_ref=x_ref, top_k=top_k, same_set=same_set, progress=progress)
-        score, pix, grad = score_candidates(x_query=x_query, x_ref=x_ref, cand=cand, progress=progress)
-        q = np.repeat(np.arange(len(x_query)), cand.shape[1])
-        r = cand.reshape(-1)
-        score, pix, grad = score.reshape(-1), pix.reshape(-1), grad.reshape(-1)
-        if same_set:
-            keep = q != r
-            q, r, score, pix, grad = q[keep], r[keep], score[keep], pix[keep], grad[keep]
+    if not exact_only and len(x_query) and len(x_ref) > (1 if same_set else 0):
+        c = near_scores(x_query=x_query, x_ref=x_ref, top_k=top_k, same_set=same_set, progress=progress)
+        q, r = c["query_idx"].to_numpy(), c["ref_idx"].to_numpy()
+        score, pix, grad = c["score"].to_numpy(), c["pixel"].to_numpy(), c["gradient"].to_numpy()
         order = np.lexsort((-score, q))                           # per query, best first
         first = order[np.r_[True, q[order][1:] != q[order][:-1]]]
-        best_score[q[first]] = score[first]
-        best_ref[q[first]] = r[first]
+        scored = score[first] > 0
+        best_score[q[first][scored]] = score[first][scored]
+        best_ref[q[first][scored]] = r[first][scored]
         flagged = score >= review_threshold
         q, r, score, pix, grad = q[flagged], r[flagged], score[flagged], pix[flagged], grad[flagged]
         if same_set:  # each unordered pair once, as (smaller, larger)

@@ -77,9 +77,9 @@ class Params:
 
     # --- leakage (notebook 03) ---
     dup_exact_only_hash: bool = False  # True: skip near-duplicate search (exact hashing only)
-    dup_near_threshold: float = 0.90   # similarity at or above -> automatic verdict "near"
-    dup_review_threshold: float = 0.80 # similarity at or above -> listed for review
-    dup_top_k: int = 5                 # candidates kept per query image
+    dup_near_threshold: float = 0.90   # finder score (est. probability of the same shot) >= this -> "near", confirm
+    dup_review_threshold: float = 0.40 # finder score >= this (and below near) -> "review", listed for a person
+    dup_top_k: int = 6                 # candidates kept per query image by the retrieval stage
 
     # --- sub-populations (notebook 04) ---
     subpop_min_train: int = 2       # memorized train points sharing a test point to form a group

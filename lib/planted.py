@@ -1,4 +1,5 @@
-"""Planted duplicates of real images: the ground truth the duplicate finder is measured against.
+"""Ground truth the duplicate finder is measured against: planted duplicates of real images, and the
+split of ciFAIR's judged lists into a tuning and a report half (cifair_halves).
 
 Distinct real images are drawn from a pool. Some go into the reference set and a copy of
 each, changed by a known transformation (exact copy, shift, crop, colour change, JPEG
@@ -135,3 +136,21 @@ def planted_quality(*, planted: PlantedSet, pairs: pd.DataFrame, kinds: tuple[st
                          precision=tp / n_flag if n_flag else float("nan"),
                          recall=tp / n_pos if n_pos else float("nan")))
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- judged ground truth: ciFAIR's lists, split
+
+CIFAIR_SPLIT_SEED = 20200   # the finder's settings were tuned on one half of the test images, reported on the other
+
+
+def cifair_halves(n_test: int = 10000, seed: int = CIFAIR_SPLIT_SEED) -> np.ndarray:
+    """(n_test,) bool: True for the *tuning* half of the (official) test images, False for the *report* half.
+
+    A seeded permutation of the test indices, first half tuning. ciFAIR's train-test rows (one per
+    test image) and every judged pair follow their test image; lib/duplicates.py's SCORE_WEIGHTS and
+    the dup_* thresholds were chosen on the tuning half only (bench/fit_duplicates.py).
+    """
+    perm = np.random.default_rng(seed).permutation(n_test)
+    tune = np.zeros(n_test, bool)
+    tune[perm[:n_test // 2]] = True
+    return tune

@@ -1,15 +1,20 @@
-"""The duplicate finder against planted duplicates of real CIFAR images (known answers)."""
+"""The duplicate finder against known answers: planted duplicates of real CIFAR images, and ciFAIR's
+judged lists on the official copy (the report half, which its settings were not tuned on)."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from lib import data, duplicates, params, planted
+from lib import cifair, data, duplicates, params, planted
 
 # bench/bench_duplicates.py chose the finder's settings on planted sets drawn from the *test* split
 # with seed params.seed of the quick set (0). This test holds both out: its pool is the *train* split
 # (less any image byte-identical to a test image) and its seeds are other ones; precision and recall
 # are pooled over the seeds, so the margins hold over several draws, not one.
 HELD_OUT_SEEDS = (101, 202, 303)
+# Recall of ciFAIR's judgments 0 + 1 at the default automatic verdict, on the report half (measured
+# 0.901 train-test and 0.919 within test by bench/bench_duplicates.py); the floor catches regressions.
+# The project's goal is 0.98: not reached (retrieval misses about 4 % of the pairs at top_k 6).
+CIFAIR_RECALL_FLOOR = 0.88
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +55,51 @@ def test_planted_precision_recall_held_out(held_out_pool, smoke):
     q, q_listed = _pooled(auto), _pooled(listed)
     assert q.loc["all", "positives"] == 100 * len(HELD_OUT_SEEDS)
     assert q.loc["exact", "recall"] == 1.0 and q.loc["exact", "precision"] == 1.0, q
-    assert q.loc["all", "recall"] >= 0.9, q
-    assert q.loc["all", "precision"] >= 0.9, q
+    assert q.loc["all", "recall"] >= 0.95, q
+    assert q.loc["all", "precision"] >= 0.95, q
     # every planted positive is at least listed (near or for review) with its own original
-    assert q_listed.loc["all", "recall"] >= 0.95, q_listed
+    assert q_listed.loc["all", "recall"] >= 0.97, q_listed
+
+
+def _recall(listed: pd.DataFrame, flagged: set[tuple[int, int]], unordered: bool = False) -> float:
+    key = (lambda a, b: (min(a, b), max(a, b))) if unordered else (lambda a, b: (a, b))
+    hit = [key(a, b) in flagged for a, b in zip(listed["test_idx"], listed["train_idx"])]
+    return float(np.mean(hit))
+
+
+@pytest.mark.slow
+def test_cifair_recall_on_the_report_half(cifar_full, smoke):
+    """find()'s automatic verdict on ciFAIR's judgments 0 + 1, report half, train-test and within test.
+
+    Only the listed test images are searched (near_scores: a query's candidates and scores do not depend on
+    the other queries), against the whole train (or test) set, with find()'s code path and defaults."""
+    assert cifar_full.verdict == data.OFFICIAL_CONTENT  # ciFAIR's indices need the official order
+    report = ~planted.cifair_halves(len(cifar_full.x_test))
+    near = smoke.dup_near_threshold
+
+    lst = cifair.load(dataset="cifar100")
+    lst = lst[report[lst["test_idx"]] & lst["judgment"].isin([0, 1])]
+    queries = np.unique(lst["test_idx"])
+    c = duplicates.near_scores(x_query=cifar_full.x_test, x_ref=cifar_full.x_train, top_k=smoke.dup_top_k,
+                               rows=queries)
+    exact = duplicates.exact_pairs(x_query=cifar_full.x_test[queries], x_ref=cifar_full.x_train)
+    flagged = set(zip(c.loc[c["score"] >= near, "query_idx"], c.loc[c["score"] >= near, "ref_idx"]))
+    flagged |= {(int(queries[q]), int(r)) for q, r in exact}
+    assert _recall(lst[lst["judgment"] == 0], flagged) == 1.0
+    recall = _recall(lst, flagged)
+    assert recall >= CIFAIR_RECALL_FLOOR, f"train-test recall {recall:.3f} on {len(lst)} report-half pairs"
+
+    within = cifair.load(dataset="cifar100", within_test=True)
+    within = within[report[within["test_idx"]] & within["judgment"].isin([0, 1])]
+    both = np.unique(np.r_[within["test_idx"], within["train_idx"]])   # find(same_set) looks from either side
+    c = duplicates.near_scores(x_query=cifar_full.x_test, x_ref=cifar_full.x_test, top_k=smoke.dup_top_k,
+                               same_set=True, rows=both)
+    c = c[c["score"] >= near]
+    flagged = {(min(a, b), max(a, b)) for a, b in zip(c["query_idx"], c["ref_idx"])}
+    flagged |= {tuple(p) for p in duplicates.exact_pairs(x_query=cifar_full.x_test, x_ref=cifar_full.x_test,
+                                                          same_set=True).tolist()}
+    recall = _recall(within, flagged, unordered=True)
+    assert recall >= CIFAIR_RECALL_FLOOR, f"within-test recall {recall:.3f} on {len(within)} report-half pairs"
 
 
 def test_exact_duplicates_always_found(smoke_data):
@@ -69,7 +115,7 @@ def test_exact_duplicates_always_found(smoke_data):
     x_query[-1, 0, 0, 0] ^= 1
     assert (99, int(idx_copy[-1])) not in set(map(tuple, duplicates.exact_pairs(x_query=x_query, x_ref=x_ref).tolist()))
     # exact pairs come first in find(), with score 1 and verdict confirm, even with exact hashing only
-    found = duplicates.find(x_query=x_query, x_ref=x_ref, near_threshold=0.9, review_threshold=0.8, top_k=4,
+    found = duplicates.find(x_query=x_query, x_ref=x_ref, near_threshold=0.9, review_threshold=0.4, top_k=4,
                             exact_only=True, progress=False)
     ex = found.pairs[found.pairs["kind"] == "exact"]
     assert {(75 + i, int(j)) for i, j in enumerate(idx_copy[:-1])} <= set(zip(ex["query_idx"], ex["ref_idx"]))
@@ -78,7 +124,7 @@ def test_exact_duplicates_always_found(smoke_data):
 
 def test_same_set_lists_each_pair_once_without_self_pairs(smoke_data):
     x = np.concatenate([smoke_data.x_test[:200], smoke_data.x_test[[3, 7]]])  # rows 200, 201 copy rows 3, 7
-    found = duplicates.find(x_query=x, x_ref=x, near_threshold=0.9, review_threshold=0.8, top_k=4,
+    found = duplicates.find(x_query=x, x_ref=x, near_threshold=0.9, review_threshold=0.4, top_k=4,
                             same_set=True, progress=False)
     p = found.pairs
     assert (p["query_idx"] < p["ref_idx"]).all()
@@ -87,12 +133,37 @@ def test_same_set_lists_each_pair_once_without_self_pairs(smoke_data):
     assert {(3, 200), (7, 201)} <= ex
 
 
-def test_scores_identity_and_transform_order(smoke_data):
+def test_near_scores_of_a_subset_equal_find(smoke_data):
+    # tests and the bench score a subset of queries; it must be exactly what find() computes for them
+    xq, xr = smoke_data.x_test[:120], smoke_data.x_train[:600]
+    found = duplicates.find(x_query=xq, x_ref=xr, near_threshold=0.9, review_threshold=0.0, top_k=4, progress=False)
+    rows = np.array([5, 17, 60, 119])
+    sub = duplicates.near_scores(x_query=xq, x_ref=xr, top_k=4, rows=rows)
+    full = found.pairs.set_index(["query_idx", "ref_idx"])["score"]
+    for q, r, s in zip(sub["query_idx"], sub["ref_idx"], sub["score"]):
+        if s > 0:
+            assert full.loc[(q, r)] == pytest.approx(s, abs=1e-6)
+
+
+def test_retrieval_descriptor_mirrors_exactly(smoke_data):
+    # similarity = even . even + |odd . odd| is the better of the two orientations only if a left-right
+    # flip permutes the raw descriptor exactly as _mirror() says
+    import torch
+    x = torch.as_tensor(smoke_data.x_test[:64])
+    a, _ = duplicates._raw_descriptors(x)
+    b, _ = duplicates._raw_descriptors(x.flip(2))
+    assert (b - a[:, duplicates._mirror()]).abs().max() < 1e-3
+
+
+def test_scores_identity_mirror_and_transform_order(smoke_data):
     x = smoke_data.x_test[:64]
-    same = duplicates.score_pairs(x_query=x, x_ref=x, pairs=np.stack([np.arange(64)] * 2, 1))[0]
-    assert np.all(same > 0.999)
+    diag = np.stack([np.arange(64)] * 2, 1)
+    same = duplicates.score_pairs(x_query=x, x_ref=x, pairs=diag)[0]
+    assert np.all(same > 0.98)
+    mirrored = duplicates.score_pairs(x_query=np.ascontiguousarray(x[:, :, ::-1]), x_ref=x, pairs=diag)[0]
+    assert np.all(mirrored > 0.98)
     shifted = planted.plant(x=x, kinds=["shift"] * 64, seed=3)
-    s_shift = duplicates.score_pairs(x_query=shifted, x_ref=x, pairs=np.stack([np.arange(64)] * 2, 1))[0]
+    s_shift = duplicates.score_pairs(x_query=shifted, x_ref=x, pairs=diag)[0]
     other = duplicates.score_pairs(x_query=shifted, x_ref=x, pairs=np.stack([np.arange(64), (np.arange(64) + 1) % 64], 1))[0]
-    assert np.median(s_shift) > 0.95 and np.median(other) < 0.6
+    assert np.median(s_shift) > 0.95 and np.median(other) < 0.2
     assert ((0 <= other) & (other <= 1)).all()

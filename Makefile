@@ -80,7 +80,13 @@ test: $(ENV_STAMP) | $(OFFICIAL_CIFAR)
 lab: $(ENV_STAMP)
 	$(PY) -m jupyter lab --config=$(CURDIR)/jupyter/jupyter_server_config.py$(if $(filter 0,$(shell id -u)), --allow-root)
 
-bench: $(ENV_STAMP)
+# The bench-only extra (imagededup, for bench/bench_duplicates.py's comparison) on top of the environment.
+BENCH_STAMP := $(if $(ENV_STAMP),.venv/.bench-installed,)
+.venv/.bench-installed: pyproject.toml | $(ENV_STAMP)
+	.venv/bin/pip install -e ".[$(EXTRAS),bench]"
+	touch $@
+
+bench: $(ENV_STAMP) $(BENCH_STAMP) | $(OFFICIAL_CIFAR)
 	@for b in $(sort $(wildcard bench/bench_*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean-run:

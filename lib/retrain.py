@@ -212,15 +212,18 @@ def run_condition(*, P: params_mod.Params, ds, planned: Planned, device: str, id
 
 
 def run_all(*, P: params_mod.Params, ds, planned: list[Planned], device: str | None = None, workers: int | None = None,
-            progress: bool = True, models: range | None = None, executor: str | None = None) -> None:
+            progress: bool = True, models: range | None = None, executor: str | None = None,
+            gpus: list[str] | None = None) -> None:
     """Train (or resume) every model (or `models`) of every planned condition.
 
     executor: local | slurm (default: P.executor). slurm submits the missing (condition, model) pairs as
     one SLURM job array (lib/cluster.py, records in utility/slurm.json) and watches it; device is then
     resolved on the nodes (None here). Rerunning re-attaches instead of submitting twice.
 
-    workers: processes training side by side (default: one per core on CPU, 1 on GPU); the
+    workers: processes training side by side (default: one per core on CPU, one per GPU on cuda); the
     (condition, model) pairs still to do are dealt round-robin. Each writes its own store rows.
+    gpus: CUDA_VISIBLE_DEVICES entries, worker w sees only gpus[w % len(gpus)] (default on cuda: every
+    GPU this process sees, workers.cuda_gpus; on CPU: none).
     In reference mode the removal sets are FZ's released (official) indices: on any other copy
     of CIFAR-100 they would name unrelated images, so that is refused.
     """
@@ -246,15 +249,19 @@ def run_all(*, P: params_mod.Params, ds, planned: list[Planned], device: str | N
                         progress=progress)
         return
     device = device or params_mod.resolve_device(P)
+    if gpus is None and device == "cuda":
+        gpus = workers_mod.cuda_gpus()
     todo = left()
-    workers = max(1, min(workers or workers_mod.default_workers(device, n_jobs=len(todo)), len(todo)))
+    workers = max(1, min(workers or workers_mod.default_workers(device, n_jobs=len(todo), n_gpus=len(gpus or [])),
+                         len(todo)))
     if workers == 1:
         for p in planned:
             run_condition(P=P, ds=ds, planned=p, device=device, ids=ids, progress=progress)
         return
     total = len(stores) * len(ids)
     workers_mod.run(module="lib.retrain", payloads=[(P, planned, todo[w::workers]) for w in range(workers)],
-                    total=total, n_left=lambda: len(left()), desc=f"retraining models ({P.name})", progress=progress)
+                    total=total, n_left=lambda: len(left()), desc=f"retraining models ({P.name})", progress=progress,
+                    gpus=gpus)
 
 
 def train_jobs(P: params_mod.Params, planned: list[Planned], jobs: list[tuple[str, int]]) -> None:

@@ -63,11 +63,13 @@ def open_subset_store(P, *, ds, path=None, mode: str = "r+") -> store_mod.Store:
 
 
 def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = True, workers: int | None = None,
-                path=None, executor: str | None = None) -> store_mod.Store:
+                path=None, executor: str | None = None, gpus: list[str] | None = None) -> store_mod.Store:
     """Train (or resume) subset models `models` (default: all P.n_subset_models) into P's store.
 
     workers: processes training models side by side (default: workers.default_workers).
     Each CPU model trains on one thread, so a model's bits do not depend on the worker count.
+    gpus: CUDA_VISIBLE_DEVICES entries, one worker each (default on cuda: every GPU this process sees,
+    workers.cuda_gpus; on CPU: none).
     path: the store folder (default: the run folder's subsets/).
     executor: local | slurm (default: P.executor). slurm submits the missing models as one SLURM job
     array (lib/cluster.py) and watches it; rerunning re-attaches instead of submitting twice.
@@ -88,13 +90,16 @@ def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = 
         from . import ffcv_loader
         ffcv_paths = ffcv_loader.write_betons(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test,
                                               y_test=ds.y_test)
-    workers = max(1, min(workers or workers_mod.default_workers(device, n_jobs=len(todo)), len(todo)))
+    if gpus is None and device == "cuda":
+        gpus = workers_mod.cuda_gpus()
+    workers = max(1, min(workers or workers_mod.default_workers(device, n_jobs=len(todo), n_gpus=len(gpus or [])),
+                         len(todo)))
     if workers > 1:
         ids = list(models)
         workers_mod.run(module="lib.subsets", payloads=[(P, todo[w::workers], None if path is None else str(path))
                                                         for w in range(workers)],
                         total=len(ids), n_left=lambda: len(store.todo(ids)), desc=f"subset models ({P.name})",
-                        progress=progress)
+                        progress=progress, gpus=gpus)
         return store
 
     def mask_fn(i: int) -> np.ndarray:
@@ -128,7 +133,9 @@ def _run_on_slurm(P, *, models, progress: bool, path) -> store_mod.Store:
 
 def slurm_task(P, path: str, ids: list[int]) -> int:
     """One SLURM array task: train models `ids` into the store at `path`, one after another."""
-    store = run_subsets(P, models=ids, progress=False, workers=1, path=path, executor="local")
+    gpus = workers_mod.cuda_gpus() if params_mod.resolve_device(P) == "cuda" else []  # a task given several GPUs
+    store = run_subsets(P, models=ids, progress=False, workers=max(1, len(gpus)), path=path, executor="local",
+                        gpus=gpus)
     return len(store.todo(ids))
 
 

@@ -1,10 +1,12 @@
-"""SLURM as an executor (lib/cluster.py) on a real single-host SLURM (ci/slurm/start.sh), and overlapping writers.
+"""SLURM as an executor (lib/cluster.py) on a real single-host SLURM (ci/slurm/start.sh), overlapping writers,
+and one local worker per GPU (lib/workers.py).
 
 No mock of SLURM or submitit: the tests submit real job arrays. Without `sbatch` they skip, unless
 MEMAUDIT_REQUIRE_SLURM=1 (set by .ci/run), where that is a failure.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lib import cluster, data, params, subsets
+from lib import cluster, data, params, subsets, train, workers
 
 ROOT = params.ROOT
 ARRAYS = ["masks", "train_correct", "test_correct", "train_margin", "test_margin", "test_acc", "train_acc",
@@ -33,6 +35,12 @@ def _params(tmp_path, name="tiny", **over):
 def _trained(store_path: Path) -> list[int]:
     log = store_path / "trained.log"
     return [int(line.split("\t")[0]) for line in log.read_text().splitlines()] if log.is_file() else []
+
+
+def _trained_by(store_path: Path) -> dict[int, int]:
+    """model id -> pid of the process that trained it (trained.log)"""
+    rows = [line.split("\t") for line in (store_path / "trained.log").read_text().splitlines()]
+    return {int(i): int(pid) for i, _, pid, _ in rows}
 
 
 def _same(a, b):
@@ -67,6 +75,45 @@ def test_overlapping_writers_never_train_a_row_twice(tmp_path):
     P = params.load(path)
     st = subsets.open_subset_store(P, ds=data.load(P), path=store)
     assert st.completed.all() and len(st.damaged) == 0
+
+
+# ---------------------------------------------------------------- one worker per GPU (local executor)
+
+def test_the_gpus_are_those_cuda_visible_devices_leaves_this_process():
+    """Unset: every GPU CUDA enumerates; set by the user: their entries, in their order, as far as CUDA reaches."""
+    assert workers.visible_gpus(cuda_visible_devices=None, n_cuda=3) == ["0", "1", "2"]
+    assert workers.visible_gpus(cuda_visible_devices="2,3", n_cuda=2) == ["2", "3"]
+    assert workers.visible_gpus(cuda_visible_devices="3, 1", n_cuda=2) == ["3", "1"]
+    assert workers.visible_gpus(cuda_visible_devices="GPU-8f2a,MIG-77c1", n_cuda=2) == ["GPU-8f2a", "MIG-77c1"]
+    assert workers.visible_gpus(cuda_visible_devices="1,9", n_cuda=1) == ["1"]  # CUDA stops at 9, not on this node
+    assert workers.visible_gpus(cuda_visible_devices="", n_cuda=0) == []
+    assert workers.visible_gpus(cuda_visible_devices=None, n_cuda=0) == []
+    assert workers.default_workers("cuda", n_jobs=10, n_gpus=4) == 4
+    assert workers.default_workers("cuda", n_jobs=3, n_gpus=4) == 3
+    assert workers.default_workers("cuda", n_jobs=10, n_gpus=0) == 1
+    assert workers.default_workers("cpu", n_jobs=100) == train.default_threads()  # CPU: one per core, as before
+
+
+@pytest.mark.slow
+def test_one_worker_per_gpu_each_child_sees_only_its_own(tmp_path, capfd):
+    """Real children, given a GPU list: one worker per entry, each sees only its entry, and trains its share.
+
+    There is no GPU here, so the children train on CPU; what they saw is their own CUDA_VISIBLE_DEVICES, which
+    each prints with its pid, and trained.log says which pid trained which model.
+    """
+    gpus = ["3", "GPU-5f1c"]
+    P = params.load(_params(tmp_path, n_subset_models=3, epochs=1))
+    st = subsets.run_subsets(P, path=tmp_path / "s", progress=False, gpus=gpus)  # workers: one per GPU by default
+    saw = {int(pid): seen for pid, seen in re.findall(r"worker pid (\d+): CUDA_VISIBLE_DEVICES=(\S+)",
+                                                        capfd.readouterr().err)}
+    assert sorted(saw.values()) == sorted(gpus) and os.getpid() not in saw  # two children, one GPU each
+    by = _trained_by(st.path)
+    assert {i: saw[by[i]] for i in range(3)} == {0: "3", 1: "GPU-5f1c", 2: "3"}
+    assert st.completed.all()
+    # on CPU nothing changes: no GPU is handed out, the children inherit the environment and print nothing
+    subsets.run_subsets(params.load(_params(tmp_path, name="cpu", n_subset_models=2, epochs=1)), path=tmp_path / "c",
+                        progress=False, workers=2)
+    assert "CUDA_VISIBLE_DEVICES" not in capfd.readouterr().err
 
 
 # ---------------------------------------------------------------- real SLURM

@@ -13,6 +13,9 @@ in slurm.json (array job id, the models of every task). Running the same command
 * submits only the rows that are neither completed nor in flight (after a failure, a scancel, a time
   limit or a preemption: a killed task loses at most the model it was training; its row stays
   incomplete, lib/store.py writes the flag last);
+* a task SLURM requeues (preemption with PreemptMode=REQUEUE, a node failure, `scontrol requeue`; tasks are
+  submitted with --requeue) stays in flight: when it runs again it skips the rows it completed before and
+  retrains only the one it was killed in, so the watcher needs no second submission;
 * reports every task of the watched arrays that failed, with the path of its log and its last lines.
 
 Two writers (a re-submitted task and a straggler, or a local run on an overlapping range) never train
@@ -52,10 +55,12 @@ def require_slurm() -> None:
 
 def executor_parameters(P) -> dict:
     """submitit.SlurmExecutor parameters of P's slurm_* keys (one array task = one model chunk on one node)."""
-    extra = {}
+    extra = {"requeue": True}  # a preempted (or node-failed) task is queued again, whatever the site's JobRequeue
     for flag in P.slurm_extra or []:
         name, _, value = flag[2:].partition("=")
         extra[name.replace("-", "_")] = value if value else True  # True: a bare "#SBATCH --flag"
+    if "no_requeue" in extra:
+        del extra["requeue"]
     out = dict(time=P.slurm_time_min, nodes=1, ntasks_per_node=1, cpus_per_task=P.slurm_cpus_per_task,
                mem=f"{P.slurm_mem_gb}G", array_parallelism=P.slurm_max_parallel or 100_000, signal_delay_s=60,
                setup=[f"cd {ROOT}", f"export PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"],

@@ -52,7 +52,10 @@ def _same(a, b):
 def test_params_validate_the_slurm_block(tmp_path):
     P = params.load(_params(tmp_path, executor="slurm", slurm_extra=["--constraint=a100", "--exclusive"]))
     ex = cluster.executor_parameters(P)
-    assert ex["additional_parameters"] == {"constraint": "a100", "exclusive": True} and ex["mem"] == "8G"
+    assert ex["additional_parameters"] == {"requeue": True, "constraint": "a100", "exclusive": True}
+    assert ex["mem"] == "8G"
+    no = params.load(_params(tmp_path, executor="slurm", slurm_extra=["--no-requeue"]))
+    assert cluster.executor_parameters(no)["additional_parameters"] == {"no_requeue": True}
     assert params.load("paper").executor == "slurm" and params.load("smoke").executor == "local"
     for bad, match in [(dict(executor="pbs"), "executor"), (dict(slurm_extra=["-p gpu"]), "slurm_extra"),
                        (dict(slurm_extra=["--array=0-3"]), "slurm_extra"), (dict(slurm_time_min=0), "slurm_time_min"),
@@ -212,6 +215,38 @@ def test_scancel_mid_run_then_rerun_trains_only_the_missing_rows(slurm, tmp_path
     local = subsets.run_subsets(P, models=pick, path=tmp_path / "local", progress=False, workers=1, executor="local")
     for name in ARRAYS:
         assert np.array_equal(getattr(local, name)[pick].view(np.uint8), getattr(st, name)[pick].view(np.uint8)), name
+
+
+@pytest.mark.slow
+def test_a_preempted_task_is_requeued_and_loses_at_most_the_model_it_was_training(slurm, tmp_path):
+    """`scontrol requeue` kills a running task and queues it again, as a preemption (PreemptMode=REQUEUE) or a
+    node failure does: the watcher stays attached, the task's second run skips the rows its first completed."""
+    path = _params(tmp_path, executor="slurm", n_subset_models=3, slurm_models_per_task=3, epochs=12)
+    store = tmp_path / "slurm"
+    run = subprocess.Popen(_run_cmd(path, store), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(_trained(store)) >= 1, timeout=180, what="a first model")
+    task = json.loads((store / cluster.STATE_FILE).read_text())["arrays"][0]["job_ids"][0]
+    subprocess.run(["scontrol", "requeue", task], check=True)  # SIGTERM, SIGKILL KillWait (2 s) later: mid-model
+    _wait_for(lambda: _squeue_state(task) == "PENDING", timeout=60, what="the requeued task to be pending")
+    first = _trained_by(store)  # the rows completed before the kill (the flag is written last)
+    # SLURM holds a requeued job for two minutes (BeginTime); a preempted task waits for its turn anyway: release it
+    subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True)
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    record = json.loads((store / cluster.STATE_FILE).read_text())
+    assert len(record["arrays"]) == 1 and "attached" not in out  # the requeued task finished its rows itself
+    by = _trained_by(store)
+    assert sorted(_trained(store)) == [0, 1, 2]  # each model trained once: none of the first run's again
+    assert 1 <= len(first) < 3 and all(by[i] == pid for i, pid in first.items())
+    again = {by[i] for i in set(by) - set(first)}  # the rows left, trained by the task's second run
+    assert len(again) == 1 and again.isdisjoint(first.values())
+    P = params.load(path)
+    assert subsets.open_subset_store(P, ds=data.load(P), path=store, mode="r").completed.all()
+
+
+def _squeue_state(task: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", task, "-o", "%T"], capture_output=True, text=True).stdout.strip()
 
 
 @pytest.mark.slow

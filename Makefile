@@ -2,6 +2,7 @@
 # make test                 pytest (the same environment bootstrap)
 # make lab                  JupyterLab at the repository root (127.0.0.1, token) with the project kernel
 # make bench                benchmarks: ratios measured side by side in one run
+# make truth                the estimators' ground truth (params/truth.yaml, ~1 h on 2 cores) -> bench/data/truth_reference.npz
 SHELL := /bin/bash
 PARAMS ?= quick
 
@@ -88,6 +89,12 @@ BENCH_STAMP := $(if $(ENV_STAMP),.venv/.bench-installed,)
 
 bench: $(ENV_STAMP) $(BENCH_STAMP) | $(OFFICIAL_CIFAR)
 	@for b in $(sort $(wildcard bench/bench_*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# The many-model ground truth the cheap estimators are scored against (lib/estimators.py): trains into
+# runs/truth/ (resuming) and writes the small reference bench/bench_estimators.py and the tests read.
+.PHONY: truth
+truth: $(ENV_STAMP) | $(OFFICIAL_CIFAR)
+	nice -n 5 $(PY) -m lib.estimators --params truth --out bench/data/truth_reference.npz
 
 clean-run:
 	rm -rf $(RUN) figures/$(PARAMS)

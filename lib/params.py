@@ -68,6 +68,7 @@ class Params:
     n_subset_models: int = 4000     # k
     subset_weight_decay: float | None = None  # None -> weight_decay
     subset_curve_every: int = 10    # subset models: test accuracy every this many epochs + the last; 0: last only
+    n_dynamics_models: int = 0      # full-set models recording per-epoch per-example loss and margin (lib/estimators.py)
 
     # --- memorization and influence (notebook 02) ---
     mem_threshold: float = 0.25     # memorized: mem >= this
@@ -179,6 +180,7 @@ POSITIVE = {"width", "epochs", "batch_size", "eval_batch_size", "n_subset_models
 NON_NEGATIVE = {"lr_peak", "lr_peak_epoch", "momentum", "weight_decay", "label_smoothing", "seed",
                 "subset_weight_decay"}
 NON_NEGATIVE |= {"subset_curve_every", "slurm_gpus_per_task", "slurm_max_parallel"}  # 0: the last epoch only
+NON_NEGATIVE |= {"n_dynamics_models"}
 UNIT_OPEN = {"subset_ratio"}  # strictly inside (0, 1)
 UNIT_CLOSED = {"mem_threshold", "infl_threshold", "dup_near_threshold", "dup_review_threshold", "momentum",
                "label_smoothing"}

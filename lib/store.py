@@ -12,6 +12,10 @@ signature.json, the resolved parameters (and the identity of the data) that dete
     curve         # (n_models, n_epochs) float32 test accuracy after each epoch
     row_crc       # (n_models,) uint32           crc32 of row i of every array above, written before the flag
     completed     # (n_models,) bool
+Only in a store opened with dynamics=True (training-dynamics models, lib/estimators.py); every other
+store's layout and signature are exactly the above:
+    dyn_loss      # (n_models, n_epochs, n_train) float16  each example's loss in its training step, per epoch
+    dyn_margin    # (n_models, n_epochs, n_train) float16  the same step's margin; NaN: not trained on
 
 Crash safety: `write` stores and flushes a row and its checksum, and only then sets and
 flushes `completed[i]`; a row without the flag is retrained on resume, so a kill (even -9)
@@ -52,9 +56,12 @@ class DiskFull(OSError):
     """No space left while creating or writing a store; the message names the store."""
 
 
-def _layout(*, n_models: int, n_train: int, n_test: int, n_epochs: int) -> dict[str, tuple[tuple, str]]:
+def _layout(*, n_models: int, n_train: int, n_test: int, n_epochs: int, dynamics: bool = False
+            ) -> dict[str, tuple[tuple, str]]:
     """array name -> (shape, dtype)"""
-    return {
+    extra = {"dyn_loss": ((n_models, n_epochs, n_train), "float16"),
+             "dyn_margin": ((n_models, n_epochs, n_train), "float16")} if dynamics else {}
+    return extra | {
         "masks": ((n_models, n_train), "bool"),
         "train_correct": ((n_models, n_train), "bool"),
         "test_correct": ((n_models, n_test), "bool"),
@@ -158,18 +165,21 @@ class Store:
 
 
 def open_store(path, *, n_models: int, n_train: int, n_test: int, n_epochs: int, signature: dict,
-               mode: str = "r+") -> Store:
+               mode: str = "r+", dynamics: bool = False) -> Store:
     """Create the store at `path` (mode "r+" only), or reopen it if its signature (and shape) agree.
 
     signature: JSON-able dict of the resolved parameters that determine the results (and the
     data's identity). mode "r": read-only, never creates (FileNotFoundError when absent).
     Raises StoreMismatch naming the keys that differ and the store's path, StoreCorrupt for a
     damaged file, DiskFull when there is no room to create it.
+    dynamics: also the per-epoch per-example arrays dyn_loss and dyn_margin (train_model's
+    record_dynamics); the signature then says "dynamics": true. Off, nothing changes.
     """
     path = Path(path)
     shape = dict(n_models=n_models, n_train=n_train, n_test=n_test, n_epochs=n_epochs)
-    want = json.loads(json.dumps({**signature, **shape}, sort_keys=True))  # as it reads back from disk
-    layout = _layout(**shape)
+    want = json.loads(json.dumps({**signature, **shape, **({"dynamics": True} if dynamics else {})},
+                                 sort_keys=True))  # as it reads back from disk
+    layout = _layout(**shape, dynamics=dynamics)
     if not (path / SIGNATURE).is_file():
         if mode == "r":
             raise FileNotFoundError(f"{path}: no store here (its step has not run)")

@@ -15,6 +15,9 @@ The whole loop, top to bottom:
      and its margin. Evaluation runs in float32 (autocast off): correctness and margins decide
      memorization, so they are never computed from bf16-quantised logits. A non-finite loss, logit
      or margin raises NonFiniteLoss; margins are saturated to the float16 range before storing.
+  6. optionally (`record_dynamics`), each example's training loss and margin as seen in its own
+     (augmented) training step, per epoch: the inputs of the training-dynamics estimators
+     (lib/estimators.py). Read off the forward the step makes anyway; off, the loop is unchanged.
 The FFCV backend (`hp.loader == "ffcv"`, lib/ffcv_loader.py) replaces step 1-2's batches only.
 
 On CPU a model is deterministic: its own torch generator (from `seed`) draws the init,
@@ -123,7 +126,8 @@ def epoch_draws(idx: torch.Tensor, *, batch_size: int, generator: torch.Generato
 
 
 def augmented_batches(x_pad: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *, batch_size: int,
-                      generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                      generator: torch.Generator, with_rows: bool = False
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch over rows `idx` of x_pad in random order, randomly cropped and flipped.
 
     x_pad  # (n, 40, 40, 3) uint8 on the device;  idx  # (n_sub,) int64 on the CPU
@@ -131,6 +135,7 @@ def augmented_batches(x_pad: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *
     numbers come from `generator` (a CPU generator), so the device does not change them.
     The epoch's indices go to the device in one copy (pinned, non-blocking on CUDA) and are
     sliced there: no host synchronisation per batch.
+    with_rows: yield (x, y, rows) instead, rows (B,) int64 the batch's rows of x_pad (same draws).
     """
     device = x_pad.device
     size = x_pad.shape[1] - 2 * PAD
@@ -147,7 +152,7 @@ def augmented_batches(x_pad: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *
         rows = perm[start:start + batch_size]  # (B,)
         r, c = r_all[start:start + batch_size], c_all[start:start + batch_size]
         xb = x_pad[rows[:, None, None], r[:, :, None], c[:, None, :]]  # (B, 32, 32, 3): one gather
-        yield xb.permute(0, 3, 1, 2), y[rows]
+        yield (xb.permute(0, 3, 1, 2), y[rows], rows) if with_rows else (xb.permute(0, 3, 1, 2), y[rows])
 
 
 def augmented_batches_per_batch(x_pad: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *, batch_size: int,
@@ -228,7 +233,8 @@ def evaluate(model: torch.nn.Module, batches, *, n: int, device: str, mean, std,
 # ---------------------------------------------------------------- 3-4. training
 def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
                 train_idx: np.ndarray, n_classes: int, seed: int, hp: HParams, device: str,
-                progress: bool = False, ffcv_paths: dict | None = None, threads: int | None = None) -> dict:
+                progress: bool = False, ffcv_paths: dict | None = None, threads: int | None = None,
+                record_dynamics: bool = False) -> dict:
     """Train hp.model on rows train_idx of x_train; score every row of x_train and x_test.
 
     x_train  # (n_train, 32, 32, 3) uint8;  train_idx  # (n_sub,) int64 rows to train on
@@ -237,6 +243,8 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     threads: torch CPU threads (default: all cores of this process); fixed so reruns agree.
     Returns train_correct / train_margin (n_train,), test_correct / test_margin (n_test,),
     test_acc, train_acc (on train_idx), curve (epochs,) float32 test accuracy after each evaluated epoch (NaN elsewhere, hp.curve_every), seconds.
+    record_dynamics (tensor loader only): also dyn_loss and dyn_margin (epochs, n_train) float16, each
+    example's loss and margin in its training step of each epoch (NaN for rows outside train_idx).
     """
     t_start = time.perf_counter()
     threads = threads or default_threads()
@@ -284,6 +292,13 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
         eval_batches = lambda part: ordered_batches(*data[part], batch_size=hp.eval_batch_size)  # noqa: E731
     else:
         raise ValueError(f"unknown loader '{hp.loader}' (tensor | ffcv)")
+    if record_dynamics:
+        if hp.loader != "tensor":
+            raise ValueError("record_dynamics needs the tensor loader (the FFCV batches do not say their rows)")
+        train_batches = lambda: augmented_batches(x_pad, yt_train, train_idx, batch_size=hp.batch_size,  # noqa: E731
+                                                  generator=generator, with_rows=True)
+        dyn_loss = torch.full((hp.epochs, n_train), float("nan"), device=device)  # (epochs, n_train) float32
+        dyn_margin = torch.full((hp.epochs, n_train), float("nan"), device=device)
     if not on_gpu:
         torch.set_num_threads(threads)  # after FFCV, which sets its own
 
@@ -301,7 +316,7 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     finite = torch.ones((), dtype=torch.bool, device=device)  # stays on the device: checked once per epoch
     for epoch in epochs:
         model.train()
-        for xb, yb in train_batches():
+        for xb, yb, *rows in train_batches():
             lr = triangular_lr((step + 0.5) / steps_per_epoch, lr_peak=hp.lr_peak, peak_epoch=hp.lr_peak_epoch,
                                epochs=hp.epochs)  # at the middle of the step
             for group in optimizer.param_groups:
@@ -309,8 +324,14 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
             fwd = forward if len(yb) == hp.batch_size else model
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_gpu):
                 logits = fwd(normalize(xb.to(device, non_blocking=True), mean=mean, std=std))
-                loss = F.cross_entropy(logits.float(), yb.to(device, non_blocking=True),
-                                       label_smoothing=hp.label_smoothing)
+                if record_dynamics:  # per-example losses from the same forward; the step uses their mean
+                    yb = yb.to(device, non_blocking=True)
+                    losses = F.cross_entropy(logits.float(), yb, label_smoothing=hp.label_smoothing, reduction="none")
+                    loss = losses.mean()
+                    _record_step(dyn_loss[epoch], dyn_margin[epoch], rows[0], losses, logits, yb)
+                else:
+                    loss = F.cross_entropy(logits.float(), yb.to(device, non_blocking=True),
+                                           label_smoothing=hp.label_smoothing)
             finite &= torch.isfinite(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -327,6 +348,10 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
 
     train_correct, train_margin = evaluate(model, eval_batches("train"), n=n_train, device=device,
                                            mean=mean, std=std, context=context)
+    dynamics = {}
+    if record_dynamics:
+        dynamics = dict(dyn_loss=dyn_loss.clamp(-F16_MAX, F16_MAX).cpu().numpy().astype(np.float16),
+                        dyn_margin=dyn_margin.clamp(-F16_MAX, F16_MAX).cpu().numpy().astype(np.float16))
     return dict(
         train_correct=train_correct,  # (n_train,) bool, every row of x_train
         train_margin=train_margin,    # (n_train,) float16
@@ -336,4 +361,16 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
         train_acc=float(train_correct[train_idx.numpy()].mean()),
         curve=curve,                  # (epochs,) float32, NaN where not evaluated
         seconds=time.perf_counter() - t_start,
+        **dynamics,                   # record_dynamics: dyn_loss, dyn_margin (epochs, n_train) float16
     )
+
+
+@torch.no_grad()
+def _record_step(loss_row: torch.Tensor, margin_row: torch.Tensor, rows: torch.Tensor, losses: torch.Tensor,
+                 logits: torch.Tensor, y: torch.Tensor) -> None:
+    """Write one step's per-example losses and margins (true-class logit minus the largest other) at `rows`."""
+    logits = logits.float()
+    true = logits.gather(1, y[:, None])[:, 0]
+    other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    loss_row[rows] = losses.detach()
+    margin_row[rows] = true - other

@@ -8,6 +8,9 @@ Estimators, each a pure function of arrays a store holds (higher score = more me
                                     loss summed over epochs, averaged over models
     slow_learning(dyn_margin)       1 - learning speed: the fraction of (model, epoch) training steps in
                                     which the example was already classified right, subtracted from 1
+    late_learning(dyn_margin)       right at the last epoch minus right on average over the epochs: an
+                                    example learned only late (fitted, not generalized) scores high; one
+                                    never learned and one learned at once both score 0
 Influence of train example i on test example j, as a dense (n_train, n_test) matrix (small sets only;
 lib/memorization.influence blocks the large ones): influence_matrix(masks, test_values) on 0/1
 correctness (FZ) or on margins.
@@ -94,6 +97,21 @@ def slow_learning(dyn_margin: np.ndarray) -> np.ndarray:
     return np.divide(wrong, seen.sum((0, 1)), out=np.full(d.shape[2], np.nan), where=seen.sum((0, 1)) > 0)
 
 
+def late_learning(dyn_margin: np.ndarray) -> np.ndarray:
+    """(n_train,) float64 in [0, 1]: mean over models of 1[right at the last epoch] - (fraction of epochs right).
+
+    Memorization is "right when trained on, wrong when held out"; a full-set model's last epoch stands in
+    for the first term, and how early in training the example was already right for the second (what the
+    model gets right before it has fitted the example is what it would get right without it).
+    dyn_margin  # (n_models, n_epochs, n_train); a model that did not train on an example is left out for it.
+    """
+    d = np.asarray(dyn_margin, np.float64)
+    seen = ~np.isnan(d).any(1)  # (n_models, n_train): trained on it in every epoch
+    per_model = (d[:, -1] > 0) - (np.where(np.isnan(d), 0, d) > 0).mean(1)  # (n_models, n_train)
+    n = seen.sum(0)
+    return np.divide(np.where(seen, per_model, 0).sum(0), n, out=np.full(d.shape[2], np.nan), where=n > 0)
+
+
 def influence_matrix(*, masks: np.ndarray, test_values: np.ndarray) -> np.ndarray:
     """(n_train, n_test) float32: mean_in(test_values[:, j]) - mean_out(test_values[:, j]) for train example i.
 
@@ -177,19 +195,20 @@ def models_for_target_se(*, se: np.ndarray, estimable: np.ndarray, n_models: int
 
 # ---------------------------------------------------------------- the ground truth
 def truth_pairs(*, infl: np.ndarray, mem: np.ndarray, y_train: np.ndarray, y_test: np.ndarray,
-                mem_threshold: float, infl_threshold: float, min_pairs: int = 20
+                mem_threshold: float, infl_threshold: float, min_pairs: int = 20, max_pairs: int = 50
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The high-influence pairs the estimators are asked to recover, strongest first.
+    """The top high-influence pairs the estimators are asked to recover, strongest first.
 
-    FZ's rule (mem >= mem_threshold, infl >= infl_threshold, same class) when it yields at least
-    min_pairs; otherwise the min_pairs strongest same-class pairs (a small truth would make recall
+    FZ's rule (mem >= mem_threshold, infl >= infl_threshold, same class), its max_pairs strongest (at a
+    few hundred models per pool the weakest pairs passing 0.15 are largely chance), when it yields at
+    least min_pairs; otherwise the min_pairs strongest same-class pairs (a small truth would make recall
     a coin toss).
     """
     keep = ((np.asarray(y_train)[:, None] == np.asarray(y_test)[None, :]) & (infl >= infl_threshold)
             & (mem[:, None] >= mem_threshold))
     if keep.sum() >= min_pairs:
         tr, te = np.nonzero(keep)
-        order = np.lexsort((te, tr, -infl[tr, te]))
+        order = np.lexsort((te, tr, -infl[tr, te]))[:max_pairs]
         return tr[order].astype(np.int64), te[order].astype(np.int64)
     tr, te = same_class_pairs(infl, y_train=y_train, y_test=y_test, n=min_pairs)
     return tr.astype(np.int64), te.astype(np.int64)

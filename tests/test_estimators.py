@@ -38,6 +38,9 @@ def test_training_dynamics_scores_by_hand():
                        [[-2.0, NAN], [-0.5, NAN], [3.0, NAN]]])
     # example 0: wrong in 3 of 6 steps;  example 1: wrong (margin <= 0) in 2 of 3
     assert E.slow_learning(margin) == pytest.approx([0.5, 2 / 3])
+    # late learning: model 0 right at the end on example 0 (1 - 2/3), model 1 too (1 - 1/3); example 1:
+    # model 0 wrong at the end (margin 0), right in 1 of 3 epochs: 0 - 1/3; model 1 did not train on it
+    assert E.late_learning(margin) == pytest.approx([(1 / 3 + 2 / 3) / 2, -1 / 3])
     assert np.isnan(E.cumulative_loss(np.full((1, 2, 1), NAN)))[0]
 
 
@@ -106,7 +109,8 @@ def _toy_runs(seed: int, *, n_subset: int = 40, n_full: int = 2, steps: int = 60
     dyn_loss, dyn_margin = np.stack([f[1] for f in full]), np.stack([f[2] for f in full])
     scores = dict(fz_01=E.fz_01(masks=masks, train_correct=margins > 0),
                   fz_margin=E.fz_margin(masks=masks, train_margin=margins),
-                  cumulative_loss=E.cumulative_loss(dyn_loss), slow_learning=E.slow_learning(dyn_margin))
+                  cumulative_loss=E.cumulative_loss(dyn_loss), slow_learning=E.slow_learning(dyn_margin),
+                  late_learning=E.late_learning(dyn_margin))
     return planted, scores
 
 

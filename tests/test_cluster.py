@@ -315,3 +315,61 @@ def test_retrain_cli_trains_a_condition_range_locally_and_on_slurm(retrain_set, 
     for c in ("full_wd", "random_for_minus_memorized_wd"):
         assert np.load(utility / c / "completed.npy").all()
         assert sorted(_trained(utility / c)) == [0, 1]
+
+
+# ---------------------------------------------------------------- notebooks 01 and 05 with executor: slurm
+
+NOTEBOOK_DRIVER = '''
+import sys, time
+import numpy as np
+from lib import params, pipeline
+from lib.buckets import Buckets
+from lib.run_folder import RunFolder
+
+path, root = sys.argv[1], params.ROOT
+assert str(root) == sys.argv[2], root  # this copy's lib, not the checkout's
+t = time.perf_counter()
+pipeline.execute(path, root / "notebooks" / "01_train_subsets.ipynb")
+print(f"01: {time.perf_counter() - t:.1f} s")
+RunFolder.of(params.load(path)).write_buckets(Buckets(  # what notebook 04 would hand to 05
+    memorized_idx=np.array([0, 5, 9, 30]), leakage_shift_idx=np.array([5]), memorized_bucket_idx=np.array([0, 9, 30]),
+    cause=np.array(["exact"]), duplicate_test_idx=np.array([2]), influenced_test_idx_leakage=np.array([2]),
+    influenced_test_idx_memorized=np.array([3])))
+t = time.perf_counter()
+pipeline.execute(path, root / "notebooks" / "05_marginal_utility.ipynb")
+print(f"05: {time.perf_counter() - t:.1f} s")
+'''
+
+
+@pytest.mark.slow
+def test_notebooks_01_and_05_run_with_executor_slurm(slurm, tmp_path):
+    """Both training notebooks, executed by papermill as `make` runs them, submit their models as job arrays.
+
+    They run in a copy of the checkout (lib, notebooks, params, kernel) so that their runs/ and figures/ land in
+    tmp_path; the copy's own kernel imports the copy's lib (jupyter/kernels/memaudit/launch.py).
+    """
+    root = tmp_path / "checkout"
+    for part in ("lib", "notebooks", "params", "jupyter"):
+        shutil.copytree(ROOT / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
+    raw = yaml.safe_load((params.PARAMS_DIR / "smoke.yaml").read_text())
+    raw.update(executor="slurm", slurm_models_per_task=5, data_dir=str(data.data_root(raw.get("data_dir", ""))),
+               classes=[0, 1, 2], n_train_per_class=20, n_test_per_class=10, width=4, epochs=2, batch_size=32,
+               lr_peak_epoch=1, n_subset_models=4, n_retrain_models=1, retrain_epochs=1)
+    path = root / "params" / "nbslurm.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    r = subprocess.run([sys.executable, "-c", NOTEBOOK_DRIVER, str(path), str(root)], cwd=root, capture_output=True,
+                       text=True, timeout=600, env={**_env(), "PYTHONPATH": str(root)})
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    print(r.stdout[-200:])  # the two notebooks' wall times (pytest -s)
+    run = root / "runs" / "nbslurm"
+    nb01, nb05 = (run / "01_train_subsets.ipynb").read_text(), (run / "05_marginal_utility.ipynb").read_text()
+    assert "SLURM job array" in nb01 and "submitted SLURM array" in nb01 and "1 task(s), 4 model(s)" in nb01
+    assert "submitted SLURM array" in nb05 and "all conditions done" in nb05 and "a SLURM job array" in nb05
+    assert np.load(run / "subsets" / "completed.npy").all() and sorted(_trained(run / "subsets")) == [0, 1, 2, 3]
+    conditions = [d for d in (run / "utility").iterdir() if (d / "completed.npy").is_file()]
+    assert len(conditions) >= 2 and all(np.load(d / "completed.npy").all() for d in conditions)
+    tasks = json.loads((run / "utility" / cluster.STATE_FILE).read_text())["arrays"][0]["tasks"]
+    assert sorted(tuple(x) for t in tasks for x in t) == sorted((d.name, 0) for d in conditions)
+    assert (root / "figures" / "nbslurm" / "01_accuracy.png").is_file()
+    assert not (ROOT / "runs" / "nbslurm").exists() and not (ROOT / "figures" / "nbslurm").exists()

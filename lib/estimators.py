@@ -3,7 +3,8 @@
 Estimators, each a pure function of arrays a store holds (higher score = more memorized):
 
     fz_01(masks, train_correct)     FZ's estimate from k subset models: mean_in(correct) - mean_out(correct)
-    fz_margin(masks, train_margin)  the same difference of masked means on margins (logit units)
+    fz_margin(masks, train_margin)  the same difference of masked means on margins (logit units), or with
+                                    `scale` on sigmoid(margin / scale), a soft correctness
     cumulative_loss(dyn_loss)       training dynamics of a few full-set models: the example's training
                                     loss summed over epochs, averaged over models
     slow_learning(dyn_margin)       1 - learning speed: the fraction of (model, epoch) training steps in
@@ -70,9 +71,17 @@ def fz_01(*, masks: np.ndarray, train_correct: np.ndarray) -> np.ndarray:
                                 train_correct=np.asarray(train_correct, bool)).mem.astype(np.float64)
 
 
-def fz_margin(*, masks: np.ndarray, train_margin: np.ndarray) -> np.ndarray:
-    """The same difference on margins (n_train,) float64, in logit units: mean_in(margin) - mean_out(margin)."""
-    return masked_difference(masks=masks, values=train_margin)[0]
+def fz_margin(*, masks: np.ndarray, train_margin: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """The same difference on margins (n_train,) float64: mean_in(margin) - mean_out(margin), in logit units.
+
+    scale (logits): on sigmoid(margin / scale) instead, a soft 0/1 correctness (-> FZ's estimate as
+    scale -> 0). Raw margins weigh a confidently wrong held-out example as heavily as the mean of many
+    others; the squashed ones bound each model's vote.
+    """
+    v = np.asarray(train_margin, np.float64)
+    if scale is not None:
+        v = 0.5 * (1 + np.tanh(v / (2 * scale)))  # sigmoid(v / scale), without overflow
+    return masked_difference(masks=masks, values=v)[0]
 
 
 def cumulative_loss(dyn_loss: np.ndarray) -> np.ndarray:

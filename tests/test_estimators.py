@@ -20,6 +20,11 @@ def test_fz_01_and_fz_margin_are_differences_of_masked_means():
     assert E.fz_01(masks=masks, train_correct=correct) == pytest.approx([1.0, 0.0, 2 / 3])
     # margins: (2 + 4) / 2 - (-1 - 3) / 2 = 5;  (1 + 0.5) / 2 - (-2 + 2) / 2 = 0.75;  (3 + 1 - 4) / 3 - (-1) = 1
     assert E.fz_margin(masks=masks, train_margin=margin) == pytest.approx([5.0, 0.75, 1.0])
+    soft = 1 / (1 + np.exp(-margin / 0.5))  # sigmoid(margin / scale) at scale 0.5
+    assert E.fz_margin(masks=masks, train_margin=margin, scale=0.5) == pytest.approx(
+        E.masked_difference(masks=masks, values=soft)[0])
+    assert E.fz_margin(masks=masks, train_margin=margin, scale=1e-4) == pytest.approx(
+        E.fz_01(masks=masks, train_correct=margin > 0))  # scale -> 0: FZ's 0/1 on the margins' signs
 
 
 def test_an_example_every_model_trained_on_is_not_estimable_and_scores_zero():
@@ -109,6 +114,7 @@ def _toy_runs(seed: int, *, n_subset: int = 40, n_full: int = 2, steps: int = 60
     dyn_loss, dyn_margin = np.stack([f[1] for f in full]), np.stack([f[2] for f in full])
     scores = dict(fz_01=E.fz_01(masks=masks, train_correct=margins > 0),
                   fz_margin=E.fz_margin(masks=masks, train_margin=margins),
+                  fz_soft=E.fz_margin(masks=masks, train_margin=margins, scale=0.25),
                   cumulative_loss=E.cumulative_loss(dyn_loss), slow_learning=E.slow_learning(dyn_margin),
                   late_learning=E.late_learning(dyn_margin))
     return planted, scores

@@ -9,7 +9,8 @@
      threshold, and the recall of the truth's high-influence pairs (the top 50 passing FZ's rule). Seeded repeats (random draws of
      k models) in both directions of the split: the truth of one pool of subset models scores
      estimators drawn from the other pool, never from the models it was computed from; the
-     training-dynamics models are separate full-set trainings;
+     training-dynamics models are separate full-set trainings. shrunk_dynM: FZ 0/1 from k subset models
+     shrunk toward its prediction from M dynamics models (compute: k + M model-trainings);
   3. the answer: the compute at which each estimator first reaches (mean over repeats) the agreement
      FZ's 0/1 estimate has with every model of a pool; a plot of the curves goes to
      figures/estimators/agreement_vs_compute.png.
@@ -37,8 +38,10 @@ from lib.train import train_model
 
 REFERENCE = ROOT / "bench" / "data" / "truth_reference.npz"
 FIGURE = ROOT / "figures" / "estimators" / "agreement_vs_compute.png"
-KS = (8, 16, 32, 64, 128, 256, 512)  # FZ subset models drawn from a pool (plus the whole pool)
+KS = (8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256, 362, 512, 724)  # FZ subset models from a pool (x sqrt 2;
+#                                                                     plus the whole pool)
 MS = (1, 2, 4, 8, 16)                # training-dynamics models drawn from the dynamics store
+SHRINK_MS = (4, 16)                  # dynamics models behind the shrunk (combined) estimator
 SOFT_SCALE = 0.25  # logits; fz_margin on sigmoid(margin / 0.25). Picked on a first look at 88 truth models
 #                    (0.25 / 0.5 / 1 / 2 / 4, both directions): its lead over FZ 0/1 is optimistic by that choice
 METRICS = ("spearman", "set_topS", "pair_recall")
@@ -105,7 +108,8 @@ def curves(ref: dict, subsets, dyn, *, epochs: int, repeats: int, seed: int) -> 
                 rng = np.random.default_rng([seed, d, k, rep])
                 r = np.sort(rng.choice(n_pool, k, replace=False))
                 m = pool["masks"][r]
-                fz = E.fz_01(masks=m, train_correct=pool["train_correct"][r])
+                s01 = E.mem_mod.memorization(masks=m, train_correct=pool["train_correct"][r])
+                fz = s01.mem.astype(np.float64)
                 fzm = E.fz_margin(masks=m, train_margin=pool["train_margin"][r])
                 fzs = E.fz_margin(masks=m, train_margin=pool["train_margin"][r], scale=SOFT_SCALE)
                 a01 = agreement(fz, truth=truth, infl=E.influence_matrix(masks=m, test_values=pool["test_correct"][r]))
@@ -116,6 +120,13 @@ def curves(ref: dict, subsets, dyn, *, epochs: int, repeats: int, seed: int) -> 
                 asoft = agreement(fzs, truth=truth, infl=E.influence_matrix(masks=m, test_values=soft_test))
                 for name, a in (("fz_01", a01), ("fz_margin", am), (f"fz_soft{SOFT_SCALE}", asoft)):
                     rows.append(dict(estimator=name, models=k, compute=k * epochs, direction=d, repeat=rep, **a))
+                for mm in ([] if dyn is None else SHRINK_MS):  # FZ from k models + mm dynamics models
+                    pick = np.random.default_rng([seed, 9, d, k, rep, mm]).choice(len(dyn["dyn_loss"]), mm, replace=False)
+                    feats = E.dynamics_features(dyn["dyn_loss"][pick], dyn["dyn_margin"][pick])
+                    a = agreement(E.shrunk(fz=fz, se=s01.se, features=feats), truth=truth)
+                    a["pair_recall"] = a01["pair_recall"]  # pairs: FZ's influence, unchanged
+                    rows.append(dict(estimator=f"shrunk_dyn{mm}", models=k + mm, compute=(k + mm) * epochs,
+                                     direction=d, repeat=rep, **a))
         if dyn is None:
             continue
         n_dyn = len(dyn["dyn_loss"])

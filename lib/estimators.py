@@ -12,6 +12,9 @@ Estimators, each a pure function of arrays a store holds (higher score = more me
     late_learning(dyn_margin)       right at the last epoch minus right on average over the epochs: an
                                     example learned only late (fitted, not generalized) scores high; one
                                     never learned and one learned at once both score 0
+and one that combines the two designs:
+    shrunk(fz, se, features)        empirical Bayes: FZ's estimate from a few subset models pulled toward what
+                                    the dynamics features predict of it, each point as far as its SE says
 Influence of train example i on test example j, as a dense (n_train, n_test) matrix (small sets only;
 lib/memorization.influence blocks the large ones): influence_matrix(masks, test_values) on 0/1
 correctness (FZ) or on margins.
@@ -119,6 +122,30 @@ def late_learning(dyn_margin: np.ndarray) -> np.ndarray:
     per_model = (d[:, -1] > 0) - (np.where(np.isnan(d), 0, d) > 0).mean(1)  # (n_models, n_train)
     n = seen.sum(0)
     return np.divide(np.where(seen, per_model, 0).sum(0), n, out=np.full(d.shape[2], np.nan), where=n > 0)
+
+
+def dynamics_features(dyn_loss: np.ndarray, dyn_margin: np.ndarray) -> np.ndarray:
+    """(n_train, 4) float64: cumulative loss, slow learning, late learning and right-at-the-end, per example."""
+    end = np.nanmean(np.asarray(dyn_margin, np.float64)[:, -1] > 0, axis=0)
+    return np.stack([cumulative_loss(dyn_loss), slow_learning(dyn_margin), late_learning(dyn_margin), end], axis=1)
+
+
+def shrunk(*, fz: np.ndarray, se: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """(n_train,) float64: FZ's noisy estimate shrunk toward its prediction from cheap per-example features.
+
+    fz, se  # (n_train,) FZ's estimate from k models and its standard error;  features  # (n_train, f)
+    The prior mean g is the least-squares fit of fz on the features (and a constant): fz's noise is
+    independent of the features, so the fit estimates E[mem | features] without any truth. The prior
+    variance tau2 = var(fz - g) - mean(se^2) is what is left of the true spread around g; each point
+    moves from fz toward g by se^2 / (se^2 + tau2). SE 0: fz unchanged; features that explain mem: g.
+    """
+    fz, se = np.asarray(fz, np.float64), np.asarray(se, np.float64)
+    x = np.column_stack([np.ones(len(fz)), np.asarray(features, np.float64)])
+    x = np.where(np.isfinite(x), x, 0.0)
+    coef = np.linalg.lstsq(x, fz, rcond=None)[0]
+    g = x @ coef
+    tau2 = max(float(np.var(fz - g) - np.mean(se ** 2)), 1e-6)
+    return g + tau2 / (tau2 + se ** 2) * (fz - g)
 
 
 def influence_matrix(*, masks: np.ndarray, test_values: np.ndarray) -> np.ndarray:

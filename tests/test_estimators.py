@@ -49,6 +49,17 @@ def test_training_dynamics_scores_by_hand():
     assert np.isnan(E.cumulative_loss(np.full((1, 2, 1), NAN)))[0]
 
 
+def test_shrunk_by_hand():
+    fz = np.array([0.0, 1.0, 0.0, 1.0])
+    flat = np.zeros((4, 1))  # features that say nothing: the prior mean is fz's mean, 0.5
+    assert E.shrunk(fz=fz, se=np.zeros(4), features=flat) == pytest.approx(fz)  # no noise: unchanged
+    # var(fz - g) = 0.25; se^2 = 0.0625 everywhere -> tau2 = 0.1875, weight 0.1875 / 0.25 = 0.75 on fz
+    assert E.shrunk(fz=fz, se=np.full(4, 0.25), features=flat) == pytest.approx(0.5 + 0.75 * (fz - 0.5))
+    assert E.shrunk(fz=fz, se=np.full(4, 10.0), features=flat) == pytest.approx(np.full(4, 0.5), abs=1e-3)
+    exact = np.array([[0.0], [2.0], [0.0], [2.0]])  # features that predict fz exactly: g = fz
+    assert E.shrunk(fz=fz, se=np.full(4, 10.0), features=exact) == pytest.approx(fz)
+
+
 def test_influence_matrix_by_hand():
     masks = np.array([[1, 0], [1, 1], [0, 1], [0, 0]], bool)  # 4 models, 2 train examples
     test = np.array([[1, 0, 1], [1, 1, 0], [0, 1, 1], [0, 0, 1]], float)  # 3 test examples
@@ -117,6 +128,10 @@ def _toy_runs(seed: int, *, n_subset: int = 40, n_full: int = 2, steps: int = 60
                   fz_soft=E.fz_margin(masks=masks, train_margin=margins, scale=0.25),
                   cumulative_loss=E.cumulative_loss(dyn_loss), slow_learning=E.slow_learning(dyn_margin),
                   late_learning=E.late_learning(dyn_margin))
+    few = slice(0, 12)  # the combined design: FZ from 12 subset models, shrunk toward the dynamics' prediction
+    fz_few = E.mem_mod.memorization(masks=masks[few], train_correct=margins[few] > 0)
+    scores["shrunk"] = E.shrunk(fz=fz_few.mem, se=fz_few.se,
+                                features=E.dynamics_features(dyn_loss, dyn_margin))
     return planted, scores
 
 

@@ -183,21 +183,38 @@ def test_slurm_array_fills_the_store_bit_identical_to_a_local_run_and_reattaches
 
 
 @pytest.mark.slow
-def test_scancel_mid_run_then_rerun_trains_only_the_missing_rows(slurm, tmp_path):
+def test_cancelled_and_preempted_tasks_lose_at_most_the_model_in_flight(slurm, tmp_path):
+    """Two tasks of three models, each killed mid-model once it has finished one: task 1 by `scancel` (as at a time
+    limit), task 0 by `scontrol requeue` (as at a preemption with PreemptMode=REQUEUE, or a node failure).
+
+    The requeued task runs again under the watcher and finishes its own rows, skipping those it had completed;
+    the cancelled one's missing rows go out again on the rerun, and only they. No model is trained twice.
+    """
     path = _params(tmp_path, executor="slurm", n_subset_models=6, slurm_models_per_task=3, epochs=12)
     P = params.load(path)
     store = tmp_path / "slurm"
     run = subprocess.Popen(_run_cmd(path, store), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: len(_trained(store)) >= 1, timeout=180, what="a first model")
-    array_id = json.loads((store / cluster.STATE_FILE).read_text())["arrays"][0]["array_id"]
+    _wait_for(lambda: {0, 1, 2} & set(_trained(store)) and {3, 4, 5} & set(_trained(store)), timeout=180,
+              what="a first model of each task")
+    requeued, cancelled = json.loads((store / cluster.STATE_FILE).read_text())["arrays"][0]["job_ids"]
     # SLURM sends SIGTERM (which submitit's tasks sit out), then SIGKILL KillWait (2 s in ci/slurm) later: each
-    # task still has two models of ~3 s to go, so both die mid-model, as at a time limit or a preemption
-    subprocess.run(["scancel", array_id], check=True)
-    out, err = run.communicate(timeout=120)
-    kept = sorted(_trained(store))
-    assert run.returncode != 0 and 1 <= len(kept) < 6, (out, err)
-    assert "did not finish" in err and "killed before finishing" in err and "slurm_logs" in err
+    # task still has a model or two of ~3 s to go, so both die mid-model
+    subprocess.run(["scontrol", "requeue", requeued], check=True)
+    subprocess.run(["scancel", cancelled], check=True)
+    _wait_for(lambda: _squeue_state(requeued) == "PENDING", timeout=60, what="the requeued task to be pending")
+    first = _trained_by(store)  # the rows completed before the kills (a row's flag is written last)
+    # SLURM holds a requeued job for two minutes (BeginTime); a preempted task waits for its turn anyway: release it
+    subprocess.run(["scontrol", "update", f"JobId={requeued}", "StartTime=now"], check=True)
+    out, err = run.communicate(timeout=300)
+    by = _trained_by(store)
+    kept = sorted(by)
+    assert run.returncode != 0 and "did not finish" in err and "slurm_logs" in err, (out, err)
+    assert f"task {cancelled} (killed before finishing)" in err and f"task {requeued} " not in err
+    assert {0, 1, 2} <= set(kept) and 1 <= len({3, 4, 5} & set(kept)) < 3  # task 0 finished; task 1 did not
+    again = {by[i] for i in {0, 1, 2} - set(first)}  # task 0's rows left at the requeue: its second run's
+    assert 1 <= len({0, 1, 2} & set(first)) < 3 and len(again) == 1 and again.isdisjoint(first.values())
+    assert all(by[i] == pid for i, pid in first.items())  # nothing completed before the kills was trained again
     seconds_before = np.load(store / "seconds.npy")[kept].copy()
 
     rerun = subprocess.run(_run_cmd(path, store), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
@@ -206,43 +223,14 @@ def test_scancel_mid_run_then_rerun_trains_only_the_missing_rows(slurm, tmp_path
     assert len(record["arrays"]) == 2
     resubmitted = sorted(i for t in record["arrays"][1]["tasks"] for i in t)
     assert resubmitted == sorted(set(range(6)) - set(kept))  # only the missing rows went out again
-    trained = _trained(store)
-    assert sorted(trained) == list(range(6))  # none twice
+    assert sorted(_trained(store)) == list(range(6))  # none twice
     st = subsets.open_subset_store(P, ds=data.load(P), path=store, mode="r")
     assert st.completed.all() and np.array_equal(st.seconds[kept], seconds_before)
     # a model that survived the scancel and one retrained after it equal a local run's, bit for bit
-    pick = [kept[0], resubmitted[0]]
+    pick = [min(set(kept) & {3, 4, 5}), resubmitted[0]]
     local = subsets.run_subsets(P, models=pick, path=tmp_path / "local", progress=False, workers=1, executor="local")
     for name in ARRAYS:
         assert np.array_equal(getattr(local, name)[pick].view(np.uint8), getattr(st, name)[pick].view(np.uint8)), name
-
-
-@pytest.mark.slow
-def test_a_preempted_task_is_requeued_and_loses_at_most_the_model_it_was_training(slurm, tmp_path):
-    """`scontrol requeue` kills a running task and queues it again, as a preemption (PreemptMode=REQUEUE) or a
-    node failure does: the watcher stays attached, the task's second run skips the rows its first completed."""
-    path = _params(tmp_path, executor="slurm", n_subset_models=3, slurm_models_per_task=3, epochs=12)
-    store = tmp_path / "slurm"
-    run = subprocess.Popen(_run_cmd(path, store), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: len(_trained(store)) >= 1, timeout=180, what="a first model")
-    task = json.loads((store / cluster.STATE_FILE).read_text())["arrays"][0]["job_ids"][0]
-    subprocess.run(["scontrol", "requeue", task], check=True)  # SIGTERM, SIGKILL KillWait (2 s) later: mid-model
-    _wait_for(lambda: _squeue_state(task) == "PENDING", timeout=60, what="the requeued task to be pending")
-    first = _trained_by(store)  # the rows completed before the kill (the flag is written last)
-    # SLURM holds a requeued job for two minutes (BeginTime); a preempted task waits for its turn anyway: release it
-    subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True)
-    out, err = run.communicate(timeout=300)
-    assert run.returncode == 0, err
-    record = json.loads((store / cluster.STATE_FILE).read_text())
-    assert len(record["arrays"]) == 1 and "attached" not in out  # the requeued task finished its rows itself
-    by = _trained_by(store)
-    assert sorted(_trained(store)) == [0, 1, 2]  # each model trained once: none of the first run's again
-    assert 1 <= len(first) < 3 and all(by[i] == pid for i, pid in first.items())
-    again = {by[i] for i in set(by) - set(first)}  # the rows left, trained by the task's second run
-    assert len(again) == 1 and again.isdisjoint(first.values())
-    P = params.load(path)
-    assert subsets.open_subset_store(P, ds=data.load(P), path=store, mode="r").completed.all()
 
 
 def _squeue_state(task: str) -> str:

@@ -17,7 +17,8 @@ The whole loop, top to bottom:
      or margin raises NonFiniteLoss; margins are saturated to the float16 range before storing.
   6. optionally (`record_dynamics`), each example's training loss and margin as seen in its own
      (augmented) training step, per epoch: the inputs of the training-dynamics estimators
-     (lib/estimators.py). Read off the forward the step makes anyway; off, the loop is unchanged.
+     (lib/estimators.py). The steps keep their logits (detached); losses and margins are computed
+     once per epoch. The step itself is the same either way, so recording never changes the model.
 The FFCV backend (`hp.loader == "ffcv"`, lib/ffcv_loader.py) replaces step 1-2's batches only.
 
 On CPU a model is deterministic: its own torch generator (from `seed`) draws the init,
@@ -316,6 +317,7 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     finite = torch.ones((), dtype=torch.bool, device=device)  # stays on the device: checked once per epoch
     for epoch in epochs:
         model.train()
+        seen = []  # record_dynamics: (rows, logits, labels) of each step of this epoch
         for xb, yb, *rows in train_batches():
             lr = triangular_lr((step + 0.5) / steps_per_epoch, lr_peak=hp.lr_peak, peak_epoch=hp.lr_peak_epoch,
                                epochs=hp.epochs)  # at the middle of the step
@@ -324,14 +326,10 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
             fwd = forward if len(yb) == hp.batch_size else model
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_gpu):
                 logits = fwd(normalize(xb.to(device, non_blocking=True), mean=mean, std=std))
-                if record_dynamics:  # per-example losses from the same forward; the step uses their mean
-                    yb = yb.to(device, non_blocking=True)
-                    losses = F.cross_entropy(logits.float(), yb, label_smoothing=hp.label_smoothing, reduction="none")
-                    loss = losses.mean()
-                    _record_step(dyn_loss[epoch], dyn_margin[epoch], rows[0], losses, logits, yb)
-                else:
-                    loss = F.cross_entropy(logits.float(), yb.to(device, non_blocking=True),
-                                           label_smoothing=hp.label_smoothing)
+                loss = F.cross_entropy(logits.float(), yb.to(device, non_blocking=True),
+                                       label_smoothing=hp.label_smoothing)
+            if record_dynamics:  # the step's logits, kept; losses and margins are computed once per epoch
+                seen.append((rows[0], logits.detach().float(), yb))
             finite &= torch.isfinite(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -339,6 +337,9 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
             step += 1
         if not bool(finite):
             _raise_non_finite(f"the training loss in epoch {epoch + 1}", context)
+        if record_dynamics:
+            _record_epoch(dyn_loss[epoch], dyn_margin[epoch], *(torch.cat(t) for t in zip(*seen)),
+                          label_smoothing=hp.label_smoothing)
         if curve_at[epoch]:
             test_correct, test_margin = evaluate(model, eval_batches("test"), n=n_test, device=device,
                                                  mean=mean, std=std, context=context)
@@ -366,11 +367,12 @@ def train_model(*, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
 
 
 @torch.no_grad()
-def _record_step(loss_row: torch.Tensor, margin_row: torch.Tensor, rows: torch.Tensor, losses: torch.Tensor,
-                 logits: torch.Tensor, y: torch.Tensor) -> None:
-    """Write one step's per-example losses and margins (true-class logit minus the largest other) at `rows`."""
-    logits = logits.float()
+def _record_epoch(loss_row: torch.Tensor, margin_row: torch.Tensor, rows: torch.Tensor, logits: torch.Tensor,
+                  y: torch.Tensor, *, label_smoothing: float) -> None:
+    """One epoch's per-example training losses and margins (true-class logit minus the largest other), written
+    at `rows`, from the logits each training step computed (rows (n_sub,), logits (n_sub, n_classes) float32)."""
+    y = y.to(logits.device)
     true = logits.gather(1, y[:, None])[:, 0]
     other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
-    loss_row[rows] = losses.detach()
+    loss_row[rows] = F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction="none")
     margin_row[rows] = true - other

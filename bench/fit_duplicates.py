@@ -5,13 +5,14 @@
 Labelled pairs, all with their test image in the tuning half (lib/planted.py cifair_halves):
   - same shot: ciFAIR's train-test pairs judged 0 (exact) or 1 (near-duplicate);
   - our judgments of pairs ciFAIR does not list (bench/cifair_tuning_judgments.csv, 1 same shot,
-    0 not, -1 unsure and left out). Strata "z[...)": drawn, seeded, from the unlisted candidates of an
+    0 not, -1 unsure and left out). They were drawn, seeded, from the unlisted candidates of an
     earlier version of this finder, in two strata of its score (stratum, stratum_size, stratum_drawn):
     a judged pair stands for stratum_size / stratum_drawn unlisted pairs in the false-flag estimate.
-    Stratum "delta 0.9": every unlisted tuning pair on which that version and the version with the
-    colour signal and the deeper shortlist disagreed at 0.90 (a census, 101 pairs; bench/render_pairs.py).
-Each pair's signals (pixel, gradient, similarity - hub, log(colour + COLOUR_FLOOR)) are computed as
-score_pairs does; a logistic regression (Newton's method, no penalty) gives the five weights. The table then shows,
+bench/cifair_tuning_delta_judgments.csv holds 101 more tuning-half pairs judged the same way (every
+unlisted pair on which this finder and a colour-signal experiment, commit aedb97f, disagreed at 0.90;
+many are different objects in the same studio pose, or recoloured copies); this fit does not use them.
+Each pair's signals (pixel, gradient, similarity - hub) are computed as score_pairs does; a
+logistic regression (Newton's method, no penalty) gives the four weights. The table then shows,
 for thresholds on the score, the share of ciFAIR's tuning pairs scored at or above it (their
 retrieval is not counted here) and the weighted number of judged-false pairs at or above it (a rough
 false-flag estimate for the 5,000 tuning test images). The report half is never read.
@@ -30,14 +31,6 @@ sys.path.insert(0, str(ROOT))
 if not os.environ.get("MEMAUDIT_REFERENCE_DIR") and (ROOT.parent / "shared" / "data" / "reference").is_dir():
     os.environ["MEMAUDIT_REFERENCE_DIR"] = str(ROOT.parent / "shared" / "data" / "reference")  # as tests/conftest.py
 from lib import cifair, data, duplicates, planted, reference  # noqa: E402
-
-
-# The unweighted fit sees the judged pairs in the proportions they were drawn, not as they occur, so its
-# intercept is not a calibrated prior. The shift moves the operating point at the default near_threshold
-# (0.90): on the tuning half's whole search (10,000 x 50,000 restricted to tuning test images) +0.75 gave
-# recall 0.893 of ciFAIR 0/1 with 11 judged-false unlisted flags, against 0.852 and 24 for the previous
-# finder; +0.50 gave 0.877 / 9, +1.00 gave 0.902 / 15 with 35 flags nobody had judged.
-INTERCEPT_SHIFT = 0.75
 
 
 def logistic_fit(x: np.ndarray, y: np.ndarray, iters: int = 50) -> np.ndarray:
@@ -69,15 +62,13 @@ def main() -> None:
                     ignore_index=True)
     pairs = lab[["q", "r"]].to_numpy()
     sim, hub = duplicates._pair_similarity(x_query=ds.x_test[pairs[:, 0]], x_ref=ds.x_train, cand=pairs[:, 1:2])
-    _, pix, grad, col, _ = duplicates._score(x_query=ds.x_test[pairs[:, 0]], x_ref=ds.x_train, cand=pairs[:, 1:2],
-                                             sim=sim, hub=hub, top_k=None)
-    x = np.column_stack([pix[:, 0], grad[:, 0], sim[:, 0] - hub, np.log(col[:, 0] + duplicates.COLOUR_FLOOR)])
+    _, pix, grad, _ = duplicates._score(x_query=ds.x_test[pairs[:, 0]], x_ref=ds.x_train, cand=pairs[:, 1:2],
+                                        sim=sim, hub=hub, gate=None)
+    x = np.column_stack([pix[:, 0], grad[:, 0], sim[:, 0] - hub])
     w = logistic_fit(x, lab["y"].to_numpy(float))
-    w[0] += INTERCEPT_SHIFT
     print(f"labelled tuning pairs: {int(lab['cifair'].sum())} ciFAIR (judgment 0/1), "
           f"{int((~lab['cifair']).sum())} judged by us ({int(lab.loc[~lab['cifair'], 'y'].sum())} same shot)")
-    print(f"intercept shifted by {INTERCEPT_SHIFT:+.2f} (INTERCEPT_SHIFT)")
-    print(f"SCORE_WEIGHTS = ({', '.join(f'{v:.3f}' for v in w)})   # (w0, w_pixel, w_gradient, w_gap, w_colour)")
+    print(f"SCORE_WEIGHTS = ({w[0]:.3f}, {w[1]:.3f}, {w[2]:.3f}, {w[3]:.3f})   # (w0, w_pixel, w_gradient, w_gap)")
     print(f"in use:         {tuple(duplicates.SCORE_WEIGHTS)}")
     p = 1 / (1 + np.exp(-(np.column_stack([np.ones(len(x)), x]) @ np.asarray(duplicates.SCORE_WEIGHTS))))
     false_w = lab["weight"].to_numpy() * ((~lab["cifair"]) & (lab["y"] == 0)).to_numpy()

@@ -15,38 +15,29 @@ colour-changed, re-compressed or framed) are found in three stages:
    PCA-whitened on the reference set (the WHITEN_DIMS leading directions, each scaled by
    variance ** -WHITEN_POWER), which stops generic images (an apple on white, a horizon) from
    crowding out copies. Similarity = even . even + |odd . odd| is the better of the query and its
-   mirror image, from one pass; a blocked matrix product keeps a shortlist of the
-   max(top_k, SHORTLIST) most similar reference images of each query, and the similarity of its
-   HUB_RANK-th neighbour.
-2. Coarse alignment, every shortlisted candidate: 12x12 windows of 16x16 grey thumbnails, the query
-   and its mirror image moved by -4..+4 pixels (2-pixel steps) along each axis, the reference at
-   zoom 1 and magnified by 1/z or shrunk by z for z in ZOOMS; coarse score = best mean of the pixel
-   and gradient correlations. The `top_k` most similar go on when their coarse score reaches
-   COARSE_GATE; the rest of the shortlist only when it reaches DEEP_GATE and the best coarse score of
-   those top_k: a copy crowded out of the top_k by generic look-alikes still aligns better than
-   they do. Candidates that stop here score 0 in `find`.
+   mirror image, from one pass; a blocked matrix product keeps the `top_k` most similar
+   reference images of each query, and the similarity of its HUB_RANK-th neighbour.
+2. Coarse alignment, every candidate: 12x12 windows of 16x16 grey thumbnails, the query and its
+   mirror image moved by -4..+4 pixels (2-pixel steps) along each axis, the reference at zoom 1
+   and magnified by 1/z or shrunk by z for z in ZOOMS; coarse score = best mean of the pixel and
+   gradient correlations. Candidates below COARSE_GATE stop here (score 0 in `find`).
 3. Refinement: from the best coarse alignment, ECC (maximising the correlation coefficient,
    Evangelidis & Psarakis 2008; ECC_STEPS Gauss-Newton steps on the 32x32 grey images blurred by
    1 pixel) fits x_ref = a x + c, y_ref = b y + d (mirrored when a < 0; |a|, |b| in [0.55, 1.8]).
    At that alignment two signals are measured inside a 3-pixel margin, each the mean over 16
    patches of 8x8 pixels of the patch's correlation (so that one shared silhouette or horizon
    cannot carry the whole image): `pixel` (grey levels, blur 0.7 px) and `gradient` (the (dx, dy)
-   field, unblurred); and `colour`, the mean absolute difference of the two chroma maps (red - green,
-   blue - green, blurred 1 px), each less its own mean so that an overall tint is no change.
-   Colour is the signal grey levels lack: different cans, bottles or bicycles photographed in
-   the same studio pose match in grey but not in colour.
+   field, unblurred).
 
-Score: a logistic combination of four signals, fitted by bench/fit_duplicates.py on the tuning
+Score: a logistic combination of three signals, fitted by bench/fit_duplicates.py on the tuning
 half of ciFAIR's judged pairs and of our own judged pairs (bench/cifair_tuning_judgments.csv):
 
-    score = sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_gap * (similarity - hub)
-                    + w_colour * log(colour + COLOUR_FLOOR))
+    score = sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_gap * (similarity - hub))
 
-with SCORE_WEIGHTS = (w0, w_pixel, w_gradient, w_gap, w_colour); similarity - hub is how far the
-pair's retrieval similarity stands above the query's HUB_RANK-th neighbour (a copy stands out from
-its neighbours; a generic image does not). The score ranks pairs by how likely they are the same
-shot (w0 sets the operating point at the default near_threshold, see bench/fit_duplicates.py);
-identical images score ~0.999.
+with SCORE_WEIGHTS = (w0, w_pixel, w_gradient, w_gap); similarity - hub is how far the pair's
+retrieval similarity stands above the query's HUB_RANK-th neighbour (a copy stands out from its
+neighbours; a generic image does not). The score estimates the probability that the pair is the
+same shot; identical images score ~0.999.
 
 Verdicts: exact -> kind "exact"; score >= near_threshold -> kind "near", verdict confirm;
 review_threshold <= score < near_threshold -> kind "review", verdict reject (listed for a
@@ -84,20 +75,15 @@ WHITEN_POWER = 0.25    # partial PCA whitening: each principal direction scaled 
 WHITEN_DIMS = 48       # principal directions kept in each of the mirror-even and mirror-odd parts
 WHITEN_SAMPLE = 16384  # at most this many reference rows (evenly spaced) fit the whitening
 HUB_RANK = 10          # a query's typical neighbour: its 10th most similar reference image
-SHORTLIST = 16         # retrieval keeps this many candidates (at least top_k); those past top_k need DEEP_GATE
 # ---- coarse alignment (16x16)
 SHIFT = 2              # +-2 cells of the 16x16 thumbnail = +-4 pixels of the 32x32 image
 ZOOMS = (0.9, 0.8)     # central crops rescaled to full size, tried on either side
 COARSE_GATE = 0.65     # find(): candidates with a lower coarse score are not refined (score 0)
-DEEP_GATE = 0.75       # shortlisted candidates past the top_k most similar need this and the best coarse score
-                       # of the top_k (copies crowded out by generic images)
 # ---- refinement (32x32)
 ECC_STEPS = 4          # Gauss-Newton steps of the correlation alignment (images blurred by 1 pixel)
 MARGIN = 3             # comparisons ignore 3 pixels at each edge of the query
-COLOUR_FLOOR = 0.03    # log(colour + 0.03): below 3 % of full scale counts alike (grey pairs gain no more)
-# ---- score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_gap * (similarity - hub)
-#                     + w_colour * log(colour + COLOUR_FLOOR))
-SCORE_WEIGHTS = (-10.807, -0.326, 6.274, 6.158, -2.601)  # (w0, w_pixel, w_gradient, w_gap, w_colour): bench/fit_duplicates.py
+# ---- score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_gap * (similarity - hub))
+SCORE_WEIGHTS = (-7.364, 2.675, 8.757, 4.110)   # (w0, w_pixel, w_gradient, w_gap): bench/fit_duplicates.py
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114]) / 255
 _PHI = torch.arange(N_ORIENT // 2, dtype=torch.float32) * 2 * np.pi / N_ORIENT
@@ -506,42 +492,26 @@ def _patch_ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return r.mean(1)
 
 
-def _chroma(x_uint8: torch.Tensor) -> torch.Tensor:
-    """(n, 32, 32, 3) uint8 -> (n, 2, 32, 32) float32 chroma (red - green, blue - green), in [-1, 1]."""
-    c = x_uint8.permute(0, 3, 1, 2).float() / 255
-    return torch.stack([c[:, 0] - c[:, 1], c[:, 2] - c[:, 1]], 1)
-
-
-def _refine(xq: torch.Tensor, xr: torch.Tensor, p0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _refine(xq: torch.Tensor, xr: torch.Tensor, p0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Paired images (n, 32, 32, 3) and their coarse alignment -> (pixel, gradient) patch correlations at the
-    ECC alignment, and colour: the mean absolute difference of the chroma maps there, each less its own mean
-    (inside the margin, both blurred by 1 pixel; 0 = same colours up to an overall tint; grey images score 0)."""
+    ECC alignment."""
     gq, gr = _grey(xq), _grey(xr)
     p, _ = _ecc(gq, gr, p0, ECC_STEPS)
     gw = _sample(gr, p, _C32).reshape(len(p), 1, 32, 32)
-    cw = _sample(_chroma(xr), p, _C32).reshape(len(p), 2, 32, 32)
-    dq, dw = _blur(_chroma(xq), 1.0)[..., _IN, _IN], _blur(cw, 1.0)[..., _IN, _IN]
-    d = (dq - dq.mean((2, 3), keepdim=True)) - (dw - dw.mean((2, 3), keepdim=True))    # an overall tint is not a change
-    colour = d.abs().mean((1, 2, 3))
-    return _patch_ncc(_blur(gq, 0.7), _blur(gw, 0.7)), _patch_ncc(_gradients(gq), _gradients(gw)), colour
+    return _patch_ncc(_blur(gq, 0.7), _blur(gw, 0.7)), _patch_ncc(_gradients(gq), _gradients(gw))
 
 
-def _combine(pixel: np.ndarray, gradient: np.ndarray, gap: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """The score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_gap * gap
-    + w_colour * log(colour + COLOUR_FLOOR)) (SCORE_WEIGHTS)."""
-    w0, wp, wg, wh, wc = SCORE_WEIGHTS
-    z = w0 + wp * pixel + wg * gradient + wh * gap + wc * np.log(colour + COLOUR_FLOOR)
+def _combine(pixel: np.ndarray, gradient: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """The score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_gap * gap) (SCORE_WEIGHTS)."""
+    w0, wp, wg, wh = SCORE_WEIGHTS
+    z = w0 + wp * pixel + wg * gradient + wh * gap
     return (1 / (1 + np.exp(-np.clip(z, -50, 50)))).astype(np.float32)
 
 
-def _score(*, x_query, x_ref, cand: np.ndarray, sim: np.ndarray, hub: np.ndarray, top_k: int | None,
-           block: int = 512, progress: bool = False
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """score, pixel, gradient, colour, coarse score (n_query, k) of each query against its candidates (most
-    similar first). top_k None: every candidate is refined. Otherwise the first top_k are refined when their
-    coarse score reaches COARSE_GATE, the others when it reaches DEEP_GATE and the best coarse score of the
-    first top_k (a crowded-out copy aligns better than the images that crowded it out); candidates not
-    refined score 0, with pixel, gradient and colour NaN."""
+def _score(*, x_query, x_ref, cand: np.ndarray, sim: np.ndarray, hub: np.ndarray, gate: float | None,
+           block: int = 512, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """score, pixel, gradient, coarse score (n_query, k) of each query against its candidates; candidates
+    whose coarse score is below `gate` are not refined (score 0, pixel and gradient NaN)."""
     xq_all, xr_all = torch.as_tensor(np.asarray(x_query)), torch.as_tensor(np.asarray(x_ref))
     cand = np.asarray(cand, np.int64)
     n_q, k = cand.shape
@@ -560,22 +530,16 @@ def _score(*, x_query, x_ref, cand: np.ndarray, sim: np.ndarray, hub: np.ndarray
         sc, _, _, p = _coarse(_grey(xq_all[s:s + b]), rp[sl].float().reshape(b, k, nz, -1),
                               rg[sl].float().reshape(b, k, nz, -1))
         coarse[s:s + b], align[s:s + b] = sc.numpy(), p.numpy()
-    pix, grad, col = (np.full((n_q, k), np.nan, np.float32) for _ in range(3))
-    refine = np.ones((n_q, k), bool)
-    if top_k is not None:
-        refine[:, :top_k] = coarse[:, :top_k] >= COARSE_GATE
-        best = coarse[:, :top_k].max(1, initial=0)[:, None]
-        refine[:, top_k:] = coarse[:, top_k:] >= np.maximum(DEEP_GATE, best)
-    qi, ki = np.nonzero(refine)
+    pix = np.full((n_q, k), np.nan, np.float32)
+    grad = np.full((n_q, k), np.nan, np.float32)
+    qi, ki = np.nonzero(coarse >= gate) if gate is not None else np.nonzero(np.ones((n_q, k), bool))
     for s in range(0, len(qi), 1024):
         q, kk = qi[s:s + 1024], ki[s:s + 1024]
-        a, g, c = _refine(xq_all[torch.as_tensor(q)], xr_all[torch.as_tensor(cand[q, kk])],
-                          torch.as_tensor(align[q, kk]))
-        pix[q, kk], grad[q, kk], col[q, kk] = a.numpy(), g.numpy(), c.numpy()
+        a, g = _refine(xq_all[torch.as_tensor(q)], xr_all[torch.as_tensor(cand[q, kk])], torch.as_tensor(align[q, kk]))
+        pix[q, kk], grad[q, kk] = a.numpy(), g.numpy()
     gap = np.asarray(sim, np.float32) - np.asarray(hub, np.float32)[:, None]
-    score = np.where(np.isfinite(pix), _combine(np.nan_to_num(pix), np.nan_to_num(grad), gap, np.nan_to_num(col)),
-                     0).astype(np.float32)
-    return score, pix, grad, col, coarse
+    score = np.where(np.isfinite(pix), _combine(np.nan_to_num(pix), np.nan_to_num(grad), gap), 0).astype(np.float32)
+    return score, pix, grad, coarse
 
 
 def score_candidates(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | torch.Tensor, cand: np.ndarray,
@@ -589,8 +553,7 @@ def score_candidates(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | 
     x_query, x_ref = np.asarray(x_query), np.asarray(x_ref)
     cand = np.asarray(cand, np.int64)
     sim, hub = _pair_similarity(x_query=x_query, x_ref=x_ref, cand=cand, same_set=same_set)
-    sc, pix, grad, _, _ = _score(x_query=x_query, x_ref=x_ref, cand=cand, sim=sim, hub=hub, top_k=None,
-                                 progress=progress)
+    sc, pix, grad, _ = _score(x_query=x_query, x_ref=x_ref, cand=cand, sim=sim, hub=hub, gate=None, progress=progress)
     return sc, pix, grad
 
 
@@ -620,18 +583,16 @@ def candidates(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set: 
 
 def near_scores(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set: bool = False,
                 rows: np.ndarray | None = None, progress: bool = False) -> pd.DataFrame:
-    """Every shortlisted candidate (the max(top_k, SHORTLIST) most similar) of the queries `rows` (default all)
-    with find()'s signals: query_idx, ref_idx, score, pixel, gradient (score 0 and NaN signals where not refined,
-    see _score). find() flags these by its thresholds;
+    """Every retrieved candidate of the queries `rows` (default all) with find()'s signals: query_idx, ref_idx,
+    score, pixel, gradient (score 0 and NaN signals below COARSE_GATE). find() flags these by its thresholds;
     a query's candidates do not depend on which other queries are searched, so a subset gives find()'s
     answer for those queries (tests use this)."""
     rows = np.arange(len(x_query)) if rows is None else np.asarray(rows, np.int64)
-    ret = _retrieve(x_query=x_query, x_ref=x_ref, top_k=max(top_k, SHORTLIST), same_set=same_set, rows=rows,
-                    progress=progress)
+    ret = _retrieve(x_query=x_query, x_ref=x_ref, top_k=top_k, same_set=same_set, rows=rows, progress=progress)
     xq = np.asarray(x_ref if same_set else x_query)[rows]
+    score, pix, grad, _ = _score(x_query=xq, x_ref=x_ref, cand=ret.cand, sim=ret.sim, hub=ret.hub,
+                                 gate=COARSE_GATE, progress=progress)
     k = ret.cand.shape[1]
-    score, pix, grad, _, _ = _score(x_query=xq, x_ref=x_ref, cand=ret.cand, sim=ret.sim, hub=ret.hub, top_k=top_k,
-                                    progress=progress)
     return pd.DataFrame({"query_idx": np.repeat(rows, k), "ref_idx": ret.cand.reshape(-1), "score": score.reshape(-1),
                          "pixel": pix.reshape(-1), "gradient": grad.reshape(-1)})
 

@@ -12,9 +12,11 @@ from lib import cifair, data, duplicates, params, planted
 # are pooled over the seeds, so the margins hold over several draws, not one.
 HELD_OUT_SEEDS = (101, 202, 303)
 # Recall of ciFAIR's judgments 0 + 1 at the default automatic verdict, on the report half (measured
-# 0.901 train-test and 0.919 within test by bench/bench_duplicates.py); the floor catches regressions.
+# 0.901 train-test, 274 of 304 pairs, and 0.943 within test, 33 of 35, by bench/bench_duplicates.py);
+# each floor is the measured value less about 1 %, so losing 4 train-test pairs or 1 within-test pair fails.
 # The goal was 0.98: not reached (at top_k 6 retrieval alone misses 4.6 % (report) to 7.6 % (tuning) of them).
-CIFAIR_RECALL_FLOOR = 0.88
+CIFAIR_RECALL_FLOOR = 0.89
+CIFAIR_WITHIN_RECALL_FLOOR = 0.93
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +101,7 @@ def test_cifair_recall_on_the_report_half(cifar_full, smoke):
     flagged |= {tuple(p) for p in duplicates.exact_pairs(x_query=cifar_full.x_test, x_ref=cifar_full.x_test,
                                                           same_set=True).tolist()}
     recall = _recall(within, flagged, unordered=True)
-    assert recall >= CIFAIR_RECALL_FLOOR, f"within-test recall {recall:.3f} on {len(within)} report-half pairs"
+    assert recall >= CIFAIR_WITHIN_RECALL_FLOOR, f"within-test recall {recall:.3f} on {len(within)} report-half pairs"
 
 
 def test_exact_duplicates_always_found(smoke_data):

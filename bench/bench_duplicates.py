@@ -13,9 +13,10 @@
 3. False flags: ciFAIR's lists are incomplete, so a confirmed pair it does not list is not false by that
    alone. bench/cifair_unlisted_judgments.csv holds our judgment (by eye, test | train | train mirrored;
    bench/render_pairs.py draws such sheets) of the report half's unlisted confirmed pairs, by stratum:
-   today one, "sample", a seeded sample (numpy seed 2024) of 160 of the 361 such pairs. Per stratum the
-   false share (Wilson 95 % interval; a stratum judged in full is exact) times its size, summed, per 1,000
-   test images. When the finder changes, judge again: keep the judgments of pairs still flagged as a
+   a first seeded sample (numpy seed 2024) of 160 of the 361 such pairs, all judged, so its count of
+   false flags is exact; and a seeded sample (numpy default_rng(2025)) of 100 of the other 201. Per
+   stratum the false share (Wilson 95 % interval; a stratum judged in full is exact) times its size,
+   summed, per 1,000 test images. When the finder changes, judge again: keep the judgments of pairs still flagged as a
    sample of the kept pairs, judge the newly flagged ones (stratum_size, stratum_drawn say how; rows
    "no longer flagged" are ignored); commit aedb97f did so for a colour-signal experiment.
 4. imagededup's hashes (PHash, DHash, WHash; `pip install -e .[bench]`) on the same 10,000 x 50,000:

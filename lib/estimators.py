@@ -370,10 +370,21 @@ def make_truth(P, *, out: Path | str, subsets_path=None, dynamics_path=None, wor
                     infl_threshold=P.infl_threshold)
     meta = dict(params=P.name, command=command, data_digest=data_mod.content_digest(ds),
                 train_seconds_this_call=seconds, model_seconds_sum=float(store.seconds[ids].sum()),
+                trained_log_span_s=_log_span(store.path / store_mod.TRAINED_LOG),
                 load_avg_1_5_15=np.asarray(os.getloadavg()), n_subset_models=len(ids),
                 n_dynamics_models=P.n_dynamics_models)
     write_reference(out, ref, meta=meta)
     return read_reference(out)
+
+
+def _log_span(path: Path) -> float:
+    """Seconds from the first to the last model written to a store's trained.log (the run's wall time,
+    less the first model's training); NaN without a log."""
+    try:
+        t = [float(line.split("\t")[3]) for line in Path(path).read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return float("nan")
+    return max(t) - min(t) if t else float("nan")
 
 
 def main(argv: list[str] | None = None) -> None:

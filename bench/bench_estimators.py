@@ -190,13 +190,14 @@ def plot(table, *, anchor_k: int, path: Path) -> Path:
                   pair_recall="recall of the truth's high-influence pairs")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     anchor = table[(table.estimator == "fz_01") & (table.models == anchor_k)].iloc[0]
+    colors = {est: plt.cm.tab10(i) for i, est in enumerate(sorted(table.estimator.unique()))}  # same in every panel
     for ax, metric in zip(axes, METRICS):
         for est, t in table.groupby("estimator"):
             if t[metric].isna().all():
                 continue
             t = t.sort_values("compute")
-            ax.plot(t.compute, t[metric], marker="o", ms=3, label=est)
-            ax.fill_between(t.compute, t[f"{metric}_min"], t[f"{metric}_max"], alpha=0.2)
+            ax.plot(t.compute, t[metric], marker="o", ms=3, label=est, color=colors[est])
+            ax.fill_between(t.compute, t[f"{metric}_min"], t[f"{metric}_max"], alpha=0.2, color=colors[est])
         ax.axhline(anchor[metric], ls="--", c="gray", lw=1, label=f"FZ 0/1 at k = {anchor_k}")
         ax.axvline(anchor.compute / 10, ls=":", c="gray", lw=1, label="1/10 of its compute")
         ax.set_xscale("log")

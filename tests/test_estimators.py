@@ -229,3 +229,17 @@ def test_dynamics_arrays_appear_only_in_a_store_opened_for_them(tmp_path):
     assert dyn.dyn_loss.shape == (2, 2, 5) and dyn.signature["dynamics"] is True
     with pytest.raises(store.StoreMismatch):
         store.open_store(tmp_path / "plain", **kw, dynamics=True)
+
+
+def test_the_committed_reference_is_a_disjoint_split_with_the_stated_precision():
+    """bench/data/truth_reference.npz (`make truth`): pools disjoint and equal, SE and split-half agreement as
+    bench/data/README.md states them."""
+    from lib.params import ROOT
+
+    ref = E.read_reference(ROOT / "bench" / "data" / "truth_reference.npz")
+    even, odd = ref["model_ids_even"], ref["model_ids_odd"]
+    assert len(even) == len(odd) and not set(even) & set(odd) and set(even) | set(odd) == set(ref["model_ids"])
+    assert int(ref["meta_n_subset_models"]) == len(ref["model_ids"]) >= 900
+    assert np.median(ref["se"]) < 0.03 and ref["se"].max() < 0.04
+    assert E.spearman(ref["mem_even"], ref["mem_odd"]) > 0.9
+    assert np.array_equal(ref["memorized_idx"], np.flatnonzero(ref["mem"] >= 0.25))

@@ -184,25 +184,35 @@ def test_slurm_array_fills_the_store_bit_identical_to_a_local_run_and_reattaches
 
 @pytest.mark.slow
 def test_cancelled_and_preempted_tasks_lose_at_most_the_model_in_flight(slurm, tmp_path):
-    """Two tasks of three models, each killed mid-model once it has finished one: task 1 by `scancel` (as at a time
-    limit), task 0 by `scontrol requeue` (as at a preemption with PreemptMode=REQUEUE, or a node failure).
+    """Two tasks of four models, each killed mid-model as soon as it has finished one: task 1 by `scancel` (as at a
+    time limit), task 0 by `scontrol requeue` (as at a preemption with PreemptMode=REQUEUE, or a node failure).
 
     The requeued task runs again under the watcher and finishes its own rows, skipping those it had completed;
     the cancelled one's missing rows go out again on the rerun, and only they. No model is trained twice.
     """
-    path = _params(tmp_path, executor="slurm", n_subset_models=6, slurm_models_per_task=3, epochs=12)
+    task0, task1 = {0, 1, 2, 3}, {4, 5, 6, 7}
+    path = _params(tmp_path, executor="slurm", n_subset_models=8, slurm_models_per_task=4, epochs=24)
     P = params.load(path)
     store = tmp_path / "slurm"
     run = subprocess.Popen(_run_cmd(path, store), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: {0, 1, 2} & set(_trained(store)) and {3, 4, 5} & set(_trained(store)), timeout=180,
-              what="a first model of each task")
+    _wait_for(lambda: (store / cluster.STATE_FILE).is_file(), timeout=60, what="the array's submission")
     requeued, cancelled = json.loads((store / cluster.STATE_FILE).read_text())["arrays"][0]["job_ids"]
-    # SLURM sends SIGTERM (which submitit's tasks sit out), then SIGKILL KillWait (2 s in ci/slurm) later: each
-    # task still has a model or two of ~3 s to go, so both die mid-model
-    subprocess.run(["scontrol", "requeue", requeued], check=True)
-    subprocess.run(["scancel", cancelled], check=True)
+    # Each task is killed the moment its first model is in trained.log (tasks start at different times, so
+    # waiting for both would let the earlier one finish). SLURM sends SIGTERM (which submitit's tasks sit out),
+    # then SIGKILL KillWait (2 s in ci/slurm) later; each task still has three models to go, so it dies mid-model.
+    kills = {requeued: (task0, ["scontrol", "requeue", requeued]), cancelled: (task1, ["scancel", cancelled])}
+    deadline = time.time() + 180
+    while kills and time.time() < deadline:
+        done = set(_trained(store))
+        for job, (rows, cmd) in list(kills.items()):
+            if rows & done:
+                subprocess.run(cmd, check=True)
+                del kills[job]
+        time.sleep(0.05)
+    assert not kills, f"timed out waiting for a first model of tasks {sorted(kills)}"
     _wait_for(lambda: _squeue_state(requeued) == "PENDING", timeout=60, what="the requeued task to be pending")
+    _wait_for(lambda: _squeue_state(cancelled) in ("", "CANCELLED"), timeout=60, what="the cancelled task to end")
     first = _trained_by(store)  # the rows completed before the kills (a row's flag is written last)
     # SLURM holds a requeued job for two minutes (BeginTime); a preempted task waits for its turn anyway: release it
     subprocess.run(["scontrol", "update", f"JobId={requeued}", "StartTime=now"], check=True)
@@ -211,9 +221,9 @@ def test_cancelled_and_preempted_tasks_lose_at_most_the_model_in_flight(slurm, t
     kept = sorted(by)
     assert run.returncode != 0 and "did not finish" in err and "slurm_logs" in err, (out, err)
     assert f"task {cancelled} (killed before finishing)" in err and f"task {requeued} " not in err
-    assert {0, 1, 2} <= set(kept) and 1 <= len({3, 4, 5} & set(kept)) < 3  # task 0 finished; task 1 did not
-    again = {by[i] for i in {0, 1, 2} - set(first)}  # task 0's rows left at the requeue: its second run's
-    assert 1 <= len({0, 1, 2} & set(first)) < 3 and len(again) == 1 and again.isdisjoint(first.values())
+    assert task0 <= set(kept) and 1 <= len(task1 & set(kept)) < len(task1)  # task 0 finished; task 1 did not
+    again = {by[i] for i in task0 - set(first)}  # task 0's rows left at the requeue: its second run's
+    assert 1 <= len(task0 & set(first)) < len(task0) and len(again) == 1 and again.isdisjoint(first.values())
     assert all(by[i] == pid for i, pid in first.items())  # nothing completed before the kills was trained again
     seconds_before = np.load(store / "seconds.npy")[kept].copy()
 
@@ -222,12 +232,12 @@ def test_cancelled_and_preempted_tasks_lose_at_most_the_model_in_flight(slurm, t
     record = json.loads((store / cluster.STATE_FILE).read_text())
     assert len(record["arrays"]) == 2
     resubmitted = sorted(i for t in record["arrays"][1]["tasks"] for i in t)
-    assert resubmitted == sorted(set(range(6)) - set(kept))  # only the missing rows went out again
-    assert sorted(_trained(store)) == list(range(6))  # none twice
+    assert resubmitted == sorted(set(range(8)) - set(kept))  # only the missing rows went out again
+    assert sorted(_trained(store)) == list(range(8))  # none twice
     st = subsets.open_subset_store(P, ds=data.load(P), path=store, mode="r")
     assert st.completed.all() and np.array_equal(st.seconds[kept], seconds_before)
     # a model that survived the scancel and one retrained after it equal a local run's, bit for bit
-    pick = [min(set(kept) & {3, 4, 5}), resubmitted[0]]
+    pick = [min(set(kept) & task1), resubmitted[0]]
     local = subsets.run_subsets(P, models=pick, path=tmp_path / "local", progress=False, workers=1, executor="local")
     for name in ARRAYS:
         assert np.array_equal(getattr(local, name)[pick].view(np.uint8), getattr(st, name)[pick].view(np.uint8)), name

@@ -184,7 +184,7 @@ def cuda_diagnosis() -> str:
             need is not None and _version_tuple(driver) < _version_tuple(need))
         if too_old:
             tag = f"cu{driver_cuda.replace('.', '')}" if driver_cuda else "cuXYZ"
-            parts.append(f"the driver is too old for this build" + (f" (CUDA {build} needs >= {need})" if need else "")
+            parts.append("the driver is too old for this build" + (f" (CUDA {build} needs >= {need})" if need else "")
                          + f": upgrade the driver, or install a torch build for the driver's CUDA, e.g. "
                          f"`pip install torch=={torch.__version__.split('+')[0]} --index-url "
                          f"https://download.pytorch.org/whl/{tag}` (if that wheel exists; else the newest cuXYZ "

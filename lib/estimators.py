@@ -230,22 +230,21 @@ def models_for_target_se(*, se: np.ndarray, estimable: np.ndarray, n_models: int
 
 
 # ---------------------------------------------------------------- the ground truth
-def truth_pairs(*, infl: np.ndarray, mem: np.ndarray, y_train: np.ndarray, y_test: np.ndarray,
+def truth_pairs(*, infl: np.ndarray, scores: mem_mod.Scores, y_train: np.ndarray, y_test: np.ndarray,
                 mem_threshold: float, infl_threshold: float, min_pairs: int = 20, max_pairs: int = 50
                 ) -> tuple[np.ndarray, np.ndarray]:
     """The top high-influence pairs the estimators are asked to recover, strongest first.
 
-    FZ's rule (mem >= mem_threshold, infl >= infl_threshold, same class), its max_pairs strongest (at a
-    few hundred models per pool the weakest pairs passing 0.15 are largely chance), when it yields at
-    least min_pairs; otherwise the min_pairs strongest same-class pairs (a small truth would make recall
-    a coin toss).
+    FZ's rule (memorization.high_influence_pairs on the dense infl), its max_pairs strongest (at a few
+    hundred models per pool the weakest pairs passing 0.15 are largely chance), when it yields at least
+    min_pairs; otherwise the min_pairs strongest same-class pairs (a small truth would make recall a coin toss).
     """
-    keep = ((np.asarray(y_train)[:, None] == np.asarray(y_test)[None, :]) & (infl >= infl_threshold)
-            & (mem[:, None] >= mem_threshold))
-    if keep.sum() >= min_pairs:
-        tr, te = np.nonzero(keep)
-        order = np.lexsort((te, tr, -infl[tr, te]))[:max_pairs]
-        return tr[order].astype(np.int64), te[order].astype(np.int64)
+    tr, te = np.nonzero(infl >= infl_threshold)
+    fz = mem_mod.high_influence_pairs(train_idx=tr, test_idx=te, infl=infl[tr, te], scores=scores,
+                                      train_labels=y_train, test_labels=y_test, mem_threshold=mem_threshold,
+                                      infl_threshold=infl_threshold)
+    if len(fz["train_idx"]) >= min_pairs:
+        return fz["train_idx"][:max_pairs], fz["test_idx"][:max_pairs]
     tr, te = same_class_pairs(infl, y_train=y_train, y_test=y_test, n=min_pairs)
     return tr.astype(np.int64), te.astype(np.int64)
 
@@ -282,7 +281,7 @@ def reference(*, masks: np.ndarray, train_correct: np.ndarray, test_correct: np.
         m = np.asarray(masks[rows], bool)
         s = mem_mod.memorization(masks=m, train_correct=np.asarray(train_correct[rows], bool))
         infl = influence_matrix(masks=m, test_values=np.asarray(test_correct[rows], bool))
-        tr, te = truth_pairs(infl=infl, mem=s.mem, y_train=y_train, y_test=y_test, mem_threshold=mem_threshold,
+        tr, te = truth_pairs(infl=infl, scores=s, y_train=y_train, y_test=y_test, mem_threshold=mem_threshold,
                              infl_threshold=infl_threshold)
         out.update({f"mem{suffix}": s.mem.astype(np.float64), f"se{suffix}": s.se.astype(np.float64),
                     f"memorized_idx{suffix}": mem_mod.memorized_idx(s, mem_threshold=mem_threshold),

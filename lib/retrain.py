@@ -222,8 +222,8 @@ def run_all(*, P: params_mod.Params, ds, planned: list[Planned], device: str | N
 
     workers: processes training side by side (default: one per core on CPU, one per GPU on cuda); the
     (condition, model) pairs still to do are dealt round-robin. Each writes its own store rows.
-    gpus: CUDA_VISIBLE_DEVICES entries, worker w sees only gpus[w % len(gpus)] (default on cuda: every
-    GPU this process sees, workers.cuda_gpus; on CPU: none).
+    gpus: CUDA_VISIBLE_DEVICES entries, worker w sees only gpus[w % len(gpus)] (default: workers.plan's,
+    every GPU this process sees on cuda, none on CPU).
     In reference mode the removal sets are FZ's released (official) indices: on any other copy
     of CIFAR-100 they would name unrelated images, so that is refused.
     """
@@ -249,11 +249,8 @@ def run_all(*, P: params_mod.Params, ds, planned: list[Planned], device: str | N
                         progress=progress)
         return
     device = device or params_mod.resolve_device(P)
-    if gpus is None and device == "cuda":
-        gpus = workers_mod.cuda_gpus()
     todo = left()
-    workers = max(1, min(workers or workers_mod.default_workers(device, n_jobs=len(todo), n_gpus=len(gpus or [])),
-                         len(todo)))
+    workers, gpus = workers_mod.plan(device, n_jobs=len(todo), workers=workers, gpus=gpus)
     if workers == 1:
         for p in planned:
             run_condition(P=P, ds=ds, planned=p, device=device, ids=ids, progress=progress)
@@ -283,8 +280,6 @@ def slurm_task(P: params_mod.Params, planned: list[Planned], jobs: list) -> int:
 
 def _worker_main() -> None:
     """One child: (P, planned, [(condition, model id)]) pickled on stdin; trains them in turn."""
-    from . import data
-
     P, planned, jobs = workers_mod.read_payload()
     train_jobs(P, planned, jobs)
 

@@ -66,10 +66,10 @@ def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = 
                 path=None, executor: str | None = None, gpus: list[str] | None = None) -> store_mod.Store:
     """Train (or resume) subset models `models` (default: all P.n_subset_models) into P's store.
 
-    workers: processes training models side by side (default: workers.default_workers).
+    workers: processes training models side by side (default: workers.plan).
     Each CPU model trains on one thread, so a model's bits do not depend on the worker count.
-    gpus: CUDA_VISIBLE_DEVICES entries, one worker each (default on cuda: every GPU this process sees,
-    workers.cuda_gpus; on CPU: none).
+    gpus: CUDA_VISIBLE_DEVICES entries, one worker each (default: workers.plan's, every GPU this process
+    sees on cuda, none on CPU).
     path: the store folder (default: the run folder's subsets/).
     executor: local | slurm (default: P.executor). slurm submits the missing models as one SLURM job
     array (lib/cluster.py) and watches it; rerunning re-attaches instead of submitting twice.
@@ -79,7 +79,7 @@ def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = 
     device = params_mod.resolve_device(P)
     ds = data_mod.load(P)
     hp = hparams(P)
-    n_train, n_test = len(ds.x_train), len(ds.x_test)
+    n_train = len(ds.x_train)
     store = open_subset_store(P, ds=ds, path=path)
     models = range(P.n_subset_models) if models is None else models
     if len(models) and (min(models) < 0 or max(models) >= P.n_subset_models):
@@ -90,10 +90,7 @@ def run_subsets(P, *, models: range | list[int] | None = None, progress: bool = 
         from . import ffcv_loader
         ffcv_paths = ffcv_loader.write_betons(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test,
                                               y_test=ds.y_test)
-    if gpus is None and device == "cuda":
-        gpus = workers_mod.cuda_gpus()
-    workers = max(1, min(workers or workers_mod.default_workers(device, n_jobs=len(todo), n_gpus=len(gpus or [])),
-                         len(todo)))
+    workers, gpus = workers_mod.plan(device, n_jobs=len(todo), workers=workers, gpus=gpus)
     if workers > 1:
         ids = list(models)
         workers_mod.run(module="lib.subsets", payloads=[(P, todo[w::workers], None if path is None else str(path))

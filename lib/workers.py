@@ -33,6 +33,16 @@ def default_workers(device: str, *, n_jobs: int, n_gpus: int = 0) -> int:
     return max(1, min(n_gpus or (default_threads() if device == "cpu" else 1), n_jobs))
 
 
+def plan(device: str, *, n_jobs: int, workers: int | None = None, gpus: list[str] | None = None
+         ) -> tuple[int, list[str] | None]:
+    """(processes, gpus) for n_jobs models. gpus default to every GPU this process sees on cuda (cuda_gpus),
+    none on CPU; processes to `workers`, else default_workers; never more than the jobs, never fewer than one."""
+    if gpus is None and device == "cuda":
+        gpus = cuda_gpus()
+    n = workers or default_workers(device, n_jobs=n_jobs, n_gpus=len(gpus or []))
+    return max(1, min(n, n_jobs)), gpus
+
+
 def visible_gpus(*, cuda_visible_devices: str | None, n_cuda: int) -> list[str]:
     """The GPUs a process may use, as CUDA_VISIBLE_DEVICES entries (an index, or a GPU-/MIG- UUID).
 

@@ -12,13 +12,15 @@
    bench/fit_duplicates.py), the tuning half beside it; the same for the within-test list (same_set).
 3. False flags: ciFAIR's lists are incomplete, so a confirmed pair it does not list is not false by that
    alone. bench/cifair_unlisted_judgments.csv holds our judgment (by eye, test | train | train mirrored;
-   bench/render_pairs.py draws such sheets) of the report half's unlisted confirmed pairs, by stratum:
-   a first seeded sample (numpy seed 2024) of 160 of the 361 such pairs, all judged, so its count of
-   false flags is exact; and a seeded sample (numpy default_rng(2025)) of 100 of the other 201. Per
-   stratum the false share (Wilson 95 % interval; a stratum judged in full is exact) times its size,
-   summed, per 1,000 test images. When the finder changes, judge again: keep the judgments of pairs still flagged as a
-   sample of the kept pairs, judge the newly flagged ones (stratum_size, stratum_drawn say how; rows
-   "no longer flagged" are ignored); commit aedb97f did so for a colour-signal experiment.
+   bench/render_pairs.py draws such sheets) of the report half's unlisted confirmed pairs, by stratum.
+   The finder of stop 22 confirmed 361 such pairs: a first seeded sample (numpy seed 2024) of 160, all
+   judged, and a seeded sample (numpy default_rng(2025)) of 100 of the other 201. The finder with the
+   colour signal and the re-ranking views keeps 140 of the first 160 (all judged: a census), 175 of
+   the other 201 (86 of the judged sample among them: a uniform sample of the 175), and confirms 43
+   pairs the old one did not (all judged: a census). Per stratum the false share (Wilson 95 % interval;
+   a census is exact) times its size, summed, per 1,000 test images. When the finder changes, judge
+   again the same way: keep the judgments of pairs still flagged as a sample of the kept pairs, judge
+   the newly flagged ones (stratum_size, stratum_drawn say how; rows "no longer flagged" are ignored).
 4. imagededup's hashes (PHash, DHash, WHash; `pip install -e .[bench]`) on the same 10,000 x 50,000:
    Hamming distance <= 10 (imagededup's default) and <= 4, same counts.
 --small: section 1 only, with fewer planted pairs.

@@ -15,8 +15,12 @@ colour-changed, re-compressed or framed) are found in three stages:
    PCA-whitened on the reference set (the WHITEN_DIMS leading directions, each scaled by
    variance ** -WHITEN_POWER), which stops generic images (an apple on white, a horizon) from
    crowding out copies. Similarity = even . even + |odd . odd| is the better of the query and its
-   mirror image, from one pass; a blocked matrix product keeps the `top_k` most similar
-   reference images of each query, and the similarity of its HUB_RANK-th neighbour.
+   mirror image, from one pass; a blocked matrix product keeps the RERANK most similar reference
+   images of each query (exact for the first top_k and HUB_RANK, a pool of near neighbours after).
+   These are re-ranked by the better of the query's similarity and that of its VIEWS (the query
+   magnified 1.25x and shrunk 0.8x about its centre), so a copy that was cropped and rescaled, which
+   the plain view misses, moves up; the `top_k` first are kept, with the similarity of the
+   HUB_RANK-th.
 2. Coarse alignment, every candidate: 12x12 windows of 16x16 grey thumbnails, the query and its
    mirror image moved by -4..+4 pixels (2-pixel steps) along each axis, the reference at zoom 1
    and magnified by 1/z or shrunk by z for z in ZOOMS; coarse score = best mean of the pixel and
@@ -24,20 +28,26 @@ colour-changed, re-compressed or framed) are found in three stages:
 3. Refinement: from the best coarse alignment, ECC (maximising the correlation coefficient,
    Evangelidis & Psarakis 2008; ECC_STEPS Gauss-Newton steps on the 32x32 grey images blurred by
    1 pixel) fits x_ref = a x + c, y_ref = b y + d (mirrored when a < 0; |a|, |b| in [0.55, 1.8]).
-   At that alignment two signals are measured inside a 3-pixel margin, each the mean over 16
-   patches of 8x8 pixels of the patch's correlation (so that one shared silhouette or horizon
-   cannot carry the whole image): `pixel` (grey levels, blur 0.7 px) and `gradient` (the (dx, dy)
-   field, unblurred).
+   At that alignment three signals are measured inside a 3-pixel margin: `pixel` and `gradient`,
+   each the mean over 16 patches of 8x8 pixels of the patch's correlation (so that one shared
+   silhouette or horizon cannot carry the whole image), of the grey levels (blur 0.7 px) and of the
+   (dx, dy) field (unblurred); and `colour` (_colour_fit): how much of each image's chroma an affine
+   colour map of the other explains, the smaller of the two. Grey levels cannot tell a red can from
+   a green one in the same studio pose; colour can, while a tinted or channel-swapped copy still fits.
 
-Score: a logistic combination of three signals, fitted by bench/fit_duplicates.py on the tuning
-half of ciFAIR's judged pairs and of our own judged pairs (bench/cifair_tuning_judgments.csv):
+Score: a logistic combination of four signals, fitted by bench/fit_duplicates.py on the tuning
+half of ciFAIR's judged pairs and of our own judged pairs (bench/cifair_tuning_judgments.csv,
+bench/cifair_tuning_delta_judgments.csv):
 
-    score = sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_gap * (similarity - hub))
+    score = sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_colour * colour
+                    + w_gap * (similarity - hub))
 
-with SCORE_WEIGHTS = (w0, w_pixel, w_gradient, w_gap); similarity - hub is how far the pair's
-retrieval similarity stands above the query's HUB_RANK-th neighbour (a copy stands out from its
-neighbours; a generic image does not). The score estimates the probability that the pair is the
-same shot; identical images score ~0.999.
+with SCORE_WEIGHTS = (w0, w_pixel, w_gradient, w_colour, w_gap); similarity - hub is how far the
+pair's retrieval similarity stands above the query's HUB_RANK-th neighbour (a copy stands out from
+its neighbours; a generic image does not). w0 is then shifted so that the default near threshold
+0.90 falls where the cross-validated estimate of false flags on the tuning half is 5 per 1,000 test
+images; the score ranks pairs by how likely they are the same shot (identical images score ~0.999),
+but it is calibrated to that operating point, not to a probability.
 
 Verdicts: exact -> kind "exact"; score >= near_threshold -> kind "near", verdict confirm;
 review_threshold <= score < near_threshold -> kind "review", verdict reject (listed for a
@@ -60,7 +70,7 @@ from tqdm.auto import tqdm
 
 from .data import image_hashes
 
-PAIR_COLUMNS = ["query_idx", "ref_idx", "kind", "score", "pixel", "gradient", "verdict"]
+PAIR_COLUMNS = ["query_idx", "ref_idx", "kind", "score", "pixel", "gradient", "colour", "verdict"]
 
 # ---- retrieval descriptor
 RES = 16               # both views are described at 16x16 grey
@@ -75,6 +85,8 @@ WHITEN_POWER = 0.25    # partial PCA whitening: each principal direction scaled 
 WHITEN_DIMS = 48       # principal directions kept in each of the mirror-even and mirror-odd parts
 WHITEN_SAMPLE = 16384  # at most this many reference rows (evenly spaced) fit the whitening
 HUB_RANK = 10          # a query's typical neighbour: its 10th most similar reference image
+RERANK = 50            # the query's descriptor keeps its 50 most similar references; its VIEWS re-rank them
+VIEWS = ((1.25, 0.0, 0.0), (0.8, 0.0, 0.0))       # (zoom, centre x, centre y): the query magnified and shrunk
 # ---- coarse alignment (16x16)
 SHIFT = 2              # +-2 cells of the 16x16 thumbnail = +-4 pixels of the 32x32 image
 ZOOMS = (0.9, 0.8)     # central crops rescaled to full size, tried on either side
@@ -82,8 +94,11 @@ COARSE_GATE = 0.65     # find(): candidates with a lower coarse score are not re
 # ---- refinement (32x32)
 ECC_STEPS = 4          # Gauss-Newton steps of the correlation alignment (images blurred by 1 pixel)
 MARGIN = 3             # comparisons ignore 3 pixels at each edge of the query
+COLOUR_BLUR = 1.0      # the colour fit compares both images blurred by 1 pixel
+GREY_CHROMA = 0.02     # an image whose chroma std is below this (about 5 of 255 levels) counts as grey
+COLOUR_FLOOR = 0.2     # colour is measured only for pairs whose score could reach this; others score as if it were 1
 # ---- score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_gap * (similarity - hub))
-SCORE_WEIGHTS = (-7.364, 2.675, 8.757, 4.110)   # (w0, w_pixel, w_gradient, w_gap): bench/fit_duplicates.py
+SCORE_WEIGHTS = (-5.394, 1.158, 4.869, 2.042, 7.653)   # (w0, w_pixel, w_gradient, w_colour, w_gap): bench/fit_duplicates.py
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114]) / 255
 _PHI = torch.arange(N_ORIENT // 2, dtype=torch.float32) * 2 * np.pi / N_ORIENT
@@ -105,18 +120,57 @@ class Found:
 
 # ---------------------------------------------------------------- exact duplicates
 
+_HASH_MULT = np.random.default_rng(0x5EED).integers(1, 2 ** 63, size=3072 // 8, dtype=np.uint64) | np.uint64(1)
+
+
+def _fast_hash(x: np.ndarray) -> np.ndarray:
+    """(n, ...) uint8 images of 3072 bytes -> (n,) uint64: a random odd linear combination of each image's 64-bit
+    words (mod 2^64). Equal images hash equal; unequal ones almost never do, and exact_pairs checks the bytes."""
+    w = np.ascontiguousarray(x).reshape(len(x), 3072).view(np.uint64)
+    out = np.zeros(len(x), np.uint64)
+    for s in range(0, len(x), 4096):
+        out[s:s + 4096] = (w[s:s + 4096] * _HASH_MULT).sum(1, dtype=np.uint64)
+    return out
+
+
 def exact_pairs(*, x_query: np.ndarray, x_ref: np.ndarray, same_set: bool = False) -> np.ndarray:
     """(n_pairs, 2) int64 (query index, reference index) of byte-identical images.
 
     same_set: query and reference are the same array; list each pair once (q < r), no self pairs.
+    Images of other sizes than 32x32x3 are hashed with data.image_hashes.
     """
-    by_hash: dict[bytes, list[int]] = {}
-    for j, h in enumerate(image_hashes(x_ref)):
-        by_hash.setdefault(h, []).append(j)
-    if same_set:
-        out = [(a, b) for rows in by_hash.values() for k, a in enumerate(rows) for b in rows[k + 1:]]
+    if np.asarray(x_ref).shape[1:] != (32, 32, 3) or (not same_set and np.asarray(x_query).shape[1:] != (32, 32, 3)):
+        by_hash: dict[bytes, list[int]] = {}
+        for j, h in enumerate(image_hashes(x_ref)):
+            by_hash.setdefault(h, []).append(j)
+        if same_set:
+            out = [(a, b) for rows in by_hash.values() for k, a in enumerate(rows) for b in rows[k + 1:]]
+        else:
+            out = [(i, j) for i, h in enumerate(image_hashes(x_query)) for j in by_hash.get(h, ())]
+        return np.asarray(sorted(out), np.int64).reshape(-1, 2)
+    xr = np.asarray(x_ref)
+    xq = xr if same_set else np.asarray(x_query)
+    if not len(xr) or not len(xq):
+        return np.zeros((0, 2), np.int64)
+    hr, hq = _fast_hash(xr), (None if same_set else _fast_hash(xq))
+    order = np.argsort(hr, kind="stable")
+    if same_set:        # runs of equal hashes among the references
+        hs = hr[order]
+        cand = set()
+        same = hs[1:] == hs[:-1]
+        keep = np.r_[same, False] | np.r_[False, same]                      # members of runs of equal hashes
+        for group in np.split(order[keep], np.flatnonzero(hs[keep][1:] != hs[keep][:-1]) + 1):
+            g = sorted(int(v) for v in group)
+            cand |= {(u, v) for k, u in enumerate(g) for v in g[k + 1:]}
     else:
-        out = [(i, j) for i, h in enumerate(image_hashes(x_query)) for j in by_hash.get(h, ())]
+        pos = np.searchsorted(hr[order], hq)
+        cand = set()
+        for i in np.flatnonzero((pos < len(hr)) & (hr[order][np.minimum(pos, len(hr) - 1)] == hq)):
+            m = pos[i]
+            while m < len(hr) and hr[order[m]] == hq[i]:
+                cand.add((int(i), int(order[m])))
+                m += 1
+    out = [(a, b) for a, b in cand if np.array_equal(xq[a], xr[b])]       # equal hash, then equal bytes
     return np.asarray(sorted(out), np.int64).reshape(-1, 2)
 
 
@@ -287,47 +341,103 @@ def _index(x_ref: np.ndarray) -> tuple[_Whitening, torch.Tensor, torch.Tensor]:
 
 
 def _search(eq_all: torch.Tensor, oq_all: torch.Tensor, er: torch.Tensor, od_r: torch.Tensor, *, keep: int,
-            exclude: np.ndarray | None = None, query_block: int = 1024, ref_block: int = 4096,
-            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+            per_block: int | None = None, exclude: np.ndarray | None = None, query_block: int = 1024,
+            ref_block: int = 4096, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Indices and similarities (n_query, keep) of the most similar references, most similar first.
+    per_block: take at most this many from each block of ref_block references (a cheaper top-k): the list is then
+    exact for its first per_block entries and a pool of near neighbours after them.
     exclude: (n_query,) a reference index per query that is never its neighbour (the query itself, same_set)."""
+    n_blocks = max(1, -(-len(er) // ref_block))
+    per_block = keep if per_block is None else min(keep, max(per_block, -(-keep // n_blocks)))  # keep in all
     n_q, n_r = len(eq_all), len(er)
     idx_out = np.zeros((n_q, keep), np.int64)
     sim_out = np.zeros((n_q, keep), np.float32)
     ex_all = None if exclude is None else torch.as_tensor(np.asarray(exclude, np.int64))
     for s in tqdm(range(0, n_q, query_block), desc="near-duplicate retrieval", disable=not progress):
         eq, oq = eq_all[s:s + query_block], oq_all[s:s + query_block]
-        best_v = torch.full((len(eq), 0), -9.0)
-        best_i = torch.zeros((len(eq), 0), dtype=torch.int64)
+        vals, inds = [], []
         for r in range(0, n_r, ref_block):
             sim = (oq @ od_r[r:r + ref_block].T).abs_().addmm_(eq, er[r:r + ref_block].T)   # even + |odd|
             if ex_all is not None:                                # a query is not its own duplicate
                 cols = ex_all[s:s + query_block] - r
                 ok = (cols >= 0) & (cols < sim.shape[1])
                 sim[torch.arange(len(eq))[ok], cols[ok]] = -9.0
-            v, i = sim.topk(min(keep, sim.shape[1]), dim=1)
-            best_v, j = torch.cat([best_v, v], 1).topk(min(keep, best_v.shape[1] + v.shape[1]), dim=1)
-            best_i = torch.cat([best_i, i + r], 1).gather(1, j)
-        idx_out[s:s + len(eq)] = best_i.numpy()
+            v, i = sim.topk(min(per_block, sim.shape[1]), dim=1)
+            vals.append(v)
+            inds.append(i + r)
+        best_v, j = torch.cat(vals, 1).topk(keep, dim=1)          # one merge of the blocks' lists
+        idx_out[s:s + len(eq)] = torch.cat(inds, 1).gather(1, j).numpy()
         sim_out[s:s + len(eq)] = best_v.numpy()
     return idx_out, sim_out
+
+
+@functools.lru_cache(maxsize=None)
+def _view_map(zoom: float, centre: float) -> torch.Tensor:
+    """(32, 32) bilinear resampling of one image axis (edges repeated): output pixel u (in [-1, 1] coordinates)
+    reads the source at u / zoom + centre, as F.grid_sample with padding_mode="border" would."""
+    src = (_C32 / zoom + centre + 1) * 16 - 0.5                      # source position in pixels
+    lo = src.floor()
+    frac = src - lo
+    m = torch.zeros(32, 32)
+    for off, wt in ((0, 1 - frac), (1, frac)):
+        m.index_put_((torch.arange(32), (lo + off).clamp(0, 31).long()), wt, accumulate=True)
+    return m
+
+
+def _views(x_uint8: torch.Tensor) -> torch.Tensor:
+    """(n, 32, 32, 3) uint8 -> (n * len(VIEWS), 32, 32, 3) float32: each image seen through each of VIEWS, image i's
+    views at rows i * len(VIEWS) ...; view (z, cx, cy) magnifies by z about (cx, cy) in [-1, 1] image coordinates
+    (z < 1 shrinks; edges repeat), as if the image had been cropped and rescaled."""
+    n = len(x_uint8)
+    img = x_uint8.float()                                                   # (n, y, x, channel)
+    out = []
+    for z, cx, cy in VIEWS:                                                 # two plain matrix products per view
+        a = (img.permute(0, 1, 3, 2).reshape(-1, 32) @ _view_map(z, cx).T).reshape(n, 32, 3, 32)   # (n, y, c, x')
+        a = (a.permute(0, 2, 3, 1).reshape(-1, 32) @ _view_map(z, cy).T).reshape(n, 3, 32, 32)    # (n, c, x', y')
+        out.append(a.permute(0, 3, 2, 1))                                   # (n, y', x', c)
+    return torch.stack(out, 1).reshape(-1, 32, 32, 3)
+
+
+def _rerank(x_uint8: torch.Tensor, idx: np.ndarray, sim: np.ndarray, wh: _Whitening, er: torch.Tensor,
+            od_r: torch.Tensor, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank each query's retrieved references (idx, sim: (n_query, m), most similar first) by the better of its
+    similarity and the similarity of any of the query's VIEWS, so that a cropped or rescaled copy, which the
+    query's own descriptor ranks low, moves up. x_uint8: the query images. Returns idx, sim re-sorted."""
+    idx, sim = idx.copy(), sim.copy()
+    v = len(VIEWS)
+    if not v:
+        return idx, sim
+    for s in range(0, len(idx), block):
+        n = len(idx[s:s + block])
+        ev, ov = wh.project(_raw_descriptors(_views(x_uint8[s:s + n]))[0])
+        ev, ov = ev.reshape(n, v, -1), ov.reshape(n, v, -1)
+        c = torch.as_tensor(idx[s:s + n])
+        sv = torch.bmm(ev, er[c].transpose(1, 2)) + torch.bmm(ov, od_r[c].transpose(1, 2)).abs()   # (n, v, m)
+        best = torch.maximum(torch.as_tensor(sim[s:s + n]), sv.max(1).values)
+        best, order = best.sort(dim=1, descending=True, stable=True)
+        idx[s:s + n], sim[s:s + n] = c.gather(1, order).numpy(), best.numpy()
+    return idx, sim
 
 
 def _retrieve(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set: bool = False,
               rows: np.ndarray | None = None, query_block: int = 1024, ref_block: int = 4096,
               progress: bool = False) -> _Retrieved:
     """The top_k most similar reference images of each query (of the queries `rows`, default all), with the
-    similarities the score uses. The whitening depends on the reference set only, so a query's result does
-    not depend on which other queries are searched."""
+    similarities the score uses: RERANK references by the query's descriptor, re-ranked with its VIEWS
+    (_rerank). The whitening depends on the reference set only, so a query's result does not depend on
+    which other queries are searched."""
     wh, er, od_r = _index(x_ref)
     rows = np.arange(len(x_query)) if rows is None else np.asarray(rows, np.int64)
+    xq = torch.as_tensor(np.asarray(x_ref if same_set else x_query)[rows])
     if same_set:
         eq, oq = er[torch.as_tensor(rows)], od_r[torch.as_tensor(rows)]
     else:
-        eq, oq = wh.project(_raw_descriptors(torch.as_tensor(np.asarray(x_query)[rows]))[0])
-    keep = min(max(top_k, HUB_RANK), len(er) - (1 if same_set else 0))
-    idx, sim = _search(eq, oq, er, od_r, keep=keep, exclude=rows if same_set else None, query_block=query_block,
-                       ref_block=ref_block, progress=progress)
+        eq, oq = wh.project(_raw_descriptors(xq)[0])
+    keep = min(max(top_k, HUB_RANK, RERANK), len(er) - (1 if same_set else 0))
+    idx, sim = _search(eq, oq, er, od_r, keep=keep, per_block=max(top_k, HUB_RANK),
+                       exclude=rows if same_set else None, query_block=query_block, ref_block=ref_block,
+                       progress=progress)
+    idx, sim = _rerank(xq, idx, sim, wh, er, od_r)
     hub = sim[:, min(HUB_RANK, keep) - 1] if keep > 0 else np.zeros(len(eq), np.float32)
     k = min(top_k, keep)
     return _Retrieved(cand=idx[:, :k], sim=sim[:, :k], hub=hub)
@@ -335,15 +445,22 @@ def _retrieve(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set: b
 
 def _pair_similarity(*, x_query: np.ndarray, x_ref: np.ndarray, cand: np.ndarray, same_set: bool = False,
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Retrieval similarity of given candidates (n_query, k) and each query's hub similarity, as in find().
-    same_set: each query is itself an image of x_ref, so its most similar reference (itself) is skipped."""
+    """Retrieval similarity of given candidates (n_query, k) and each query's hub similarity, as in find()
+    (the better of the query's and its VIEWS' similarities). same_set: each query is itself an image of x_ref,
+    so its most similar reference (itself) is skipped."""
     wh, er, od_r = _index(x_ref)
-    eq, oq = wh.project(_raw_descriptors(torch.as_tensor(np.asarray(x_query)))[0])
-    keep = min(HUB_RANK + (1 if same_set else 0), len(er))
-    _, top = _search(eq, oq, er, od_r, keep=keep)
-    hub = top[:, keep - 1] if keep else np.zeros(len(eq), np.float32)
+    xq = torch.as_tensor(np.asarray(x_query))
+    eq, oq = wh.project(_raw_descriptors(xq)[0])
+    keep = min(max(HUB_RANK, RERANK) + (1 if same_set else 0), len(er))
+    idx, top = _rerank(xq, *_search(eq, oq, er, od_r, keep=keep, per_block=HUB_RANK + 1), wh, er, od_r)
+    hub = top[:, min(HUB_RANK + (1 if same_set else 0), keep) - 1] if keep else np.zeros(len(eq), np.float32)
     c = torch.as_tensor(np.array(cand, np.int64))
     sim = (eq[:, None, :] * er[c]).sum(-1) + (oq[:, None, :] * od_r[c]).sum(-1).abs()
+    if len(VIEWS) and c.shape[1]:
+        n, v = len(xq), len(VIEWS)
+        ev, ov = (t.reshape(n, v, -1) for t in wh.project(_raw_descriptors(_views(xq))[0]))
+        sv = torch.bmm(ev, er[c].transpose(1, 2)) + torch.bmm(ov, od_r[c].transpose(1, 2)).abs()
+        sim = torch.maximum(sim, sv.max(1).values)
     return sim.numpy(), hub
 
 
@@ -492,26 +609,72 @@ def _patch_ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return r.mean(1)
 
 
-def _refine(xq: torch.Tensor, xr: torch.Tensor, p0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paired images (n, 32, 32, 3) and their coarse alignment -> (pixel, gradient) patch correlations at the
-    ECC alignment."""
+def _colour_fit(xq: torch.Tensor, cw: torch.Tensor) -> torch.Tensor:
+    """(n, 32, 32, 3) uint8 queries and (n, 3, 32, 32) float [0, 1] aligned references -> (n,) `colour`: how well
+    one image's colours predict the other's chroma (each pixel's colour less its grey level).
+
+    In each direction an affine colour map (3x3 and an offset, least squares over the pixels inside the margin,
+    both images blurred by COLOUR_BLUR) is fitted and the share of the target's chroma variance it explains is
+    measured; `colour` is the smaller share of the two directions, clipped to [0, 1]. An invertible global
+    recolouring of a copy (a tint, a contrast change, swapped channels) fits such a map both ways; a different
+    object of another colour in the same pose and on the same background mostly does not, because one colour would
+    have to become several. A recolouring that loses colour (sepia, near-greyscale) fits one way only and scores
+    low: taking the smaller share ranked ciFAIR's tuning pairs better than the larger (cross-validated, 0.914 vs
+    0.896 at the default operating point; bench/fit_duplicates.py), at that cost. A direction whose source or
+    target has no chroma (a grey image: chroma std < GREY_CHROMA) says nothing and counts as 1."""
+    n = len(xq)
+    cq = xq.permute(0, 3, 1, 2).float() / 255
+    z = torch.cat([_blur(c, COLOUR_BLUR)[..., _IN, _IN].reshape(n, 3, -1) for c in (cq, cw)], 1)   # (n, 6, P)
+    z = torch.cat([z, torch.ones_like(z[:, :1])], 1)
+    gram = (z @ z.transpose(1, 2)).double()                                  # (n, 7, 7): every sum the fits need
+    n_px = z.shape[2]
+    chroma = torch.eye(3, dtype=torch.double) - 1 / 3                         # colour -> colour less its grey level
+    mean = gram[:, :6, 6] / n_px
+    cov = gram[:, :6, :6] / n_px - mean[:, :, None] * mean[:, None, :]
+    out = torch.ones(n, dtype=torch.double)
+    for src, dst in ((slice(0, 3), slice(3, 6)), (slice(3, 6), slice(0, 3))):
+        xs = torch.cat([torch.arange(7)[src], torch.tensor([6])])             # source colours and the constant
+        xx, xa = gram[:, xs][:, :, xs], gram[:, xs][:, :, dst]
+        w = torch.linalg.solve(xx + 1e-4 * torch.eye(4, dtype=torch.double), xa)       # (n, 4, 3) the colour map
+        rr = gram[:, dst, dst] - xa.transpose(1, 2) @ w - w.transpose(1, 2) @ xa + w.transpose(1, 2) @ xx @ w
+        res = (chroma @ rr @ chroma).diagonal(dim1=1, dim2=2).sum(1)           # chroma energy of the residual
+        tot = (chroma @ cov[:, dst, dst] @ chroma).diagonal(dim1=1, dim2=2).sum(1) * n_px
+        share = (1 - res / tot.clamp_min(1e-9)).clamp(0, 1)
+        grey = lambda sl: (chroma @ cov[:, sl, sl] @ chroma).diagonal(dim1=1, dim2=2).mean(1).clamp_min(0).sqrt()  # noqa: E731
+        told = (grey(src) >= GREY_CHROMA) & (grey(dst) >= GREY_CHROMA)
+        out = torch.minimum(out, torch.where(told, share, torch.ones_like(share)))
+    return out.float()
+
+
+def _refine(xq: torch.Tensor, xr: torch.Tensor, p0: torch.Tensor, gap: np.ndarray, colour_floor: float = COLOUR_FLOOR,
+            ) -> tuple[torch.Tensor, ...]:
+    """Paired images (n, 32, 32, 3), their coarse alignment and retrieval gaps -> (pixel, gradient, colour) at the
+    ECC alignment: the patch correlations of grey levels and of the gradient field, and _colour_fit. colour is
+    measured only where the score could reach colour_floor (with colour 1); elsewhere it is NaN."""
     gq, gr = _grey(xq), _grey(xr)
     p, _ = _ecc(gq, gr, p0, ECC_STEPS)
     gw = _sample(gr, p, _C32).reshape(len(p), 1, 32, 32)
-    return _patch_ncc(_blur(gq, 0.7), _blur(gw, 0.7)), _patch_ncc(_gradients(gq), _gradients(gw))
+    pix, grad = _patch_ncc(_blur(gq, 0.7), _blur(gw, 0.7)), _patch_ncc(_gradients(gq), _gradients(gw))
+    col = torch.full_like(pix, float("nan"))
+    need = torch.as_tensor(_combine(pix.numpy(), grad.numpy(), np.ones(len(p), np.float32), gap) >= colour_floor)
+    if need.any():
+        cw = _sample(xr[need].permute(0, 3, 1, 2).float() / 255, p[need], _C32).reshape(-1, 3, 32, 32)
+        col[need] = _colour_fit(xq[need], cw)
+    return pix, grad, col
 
 
-def _combine(pixel: np.ndarray, gradient: np.ndarray, gap: np.ndarray) -> np.ndarray:
-    """The score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_gap * gap) (SCORE_WEIGHTS)."""
-    w0, wp, wg, wh = SCORE_WEIGHTS
-    z = w0 + wp * pixel + wg * gradient + wh * gap
+def _combine(pixel: np.ndarray, gradient: np.ndarray, colour: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """The score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_colour * colour + w_gap * gap)."""
+    w0, wp, wg, wc, wh = SCORE_WEIGHTS
+    z = w0 + wp * pixel + wg * gradient + wc * colour + wh * gap
     return (1 / (1 + np.exp(-np.clip(z, -50, 50)))).astype(np.float32)
 
 
 def _score(*, x_query, x_ref, cand: np.ndarray, sim: np.ndarray, hub: np.ndarray, gate: float | None,
-           block: int = 512, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """score, pixel, gradient, coarse score (n_query, k) of each query against its candidates; candidates
-    whose coarse score is below `gate` are not refined (score 0, pixel and gradient NaN)."""
+           colour_floor: float = COLOUR_FLOOR, block: int = 512, progress: bool = False) -> tuple[np.ndarray, ...]:
+    """score, pixel, gradient, colour, coarse score (n_query, k) of each query against its candidates; candidates
+    whose coarse score is below `gate` are not refined (score 0, pixel, gradient and colour NaN). colour is
+    measured where the score could reach colour_floor, and counts as 1 elsewhere (NaN in the output)."""
     xq_all, xr_all = torch.as_tensor(np.asarray(x_query)), torch.as_tensor(np.asarray(x_ref))
     cand = np.asarray(cand, np.int64)
     n_q, k = cand.shape
@@ -532,19 +695,23 @@ def _score(*, x_query, x_ref, cand: np.ndarray, sim: np.ndarray, hub: np.ndarray
         coarse[s:s + b], align[s:s + b] = sc.numpy(), p.numpy()
     pix = np.full((n_q, k), np.nan, np.float32)
     grad = np.full((n_q, k), np.nan, np.float32)
+    col = np.full((n_q, k), np.nan, np.float32)
+    gap = np.asarray(sim, np.float32) - np.asarray(hub, np.float32)[:, None]
     qi, ki = np.nonzero(coarse >= gate) if gate is not None else np.nonzero(np.ones((n_q, k), bool))
     for s in range(0, len(qi), 1024):
         q, kk = qi[s:s + 1024], ki[s:s + 1024]
-        a, g = _refine(xq_all[torch.as_tensor(q)], xr_all[torch.as_tensor(cand[q, kk])], torch.as_tensor(align[q, kk]))
-        pix[q, kk], grad[q, kk] = a.numpy(), g.numpy()
-    gap = np.asarray(sim, np.float32) - np.asarray(hub, np.float32)[:, None]
-    score = np.where(np.isfinite(pix), _combine(np.nan_to_num(pix), np.nan_to_num(grad), gap), 0).astype(np.float32)
-    return score, pix, grad, coarse
+        a, g, c = _refine(xq_all[torch.as_tensor(q)], xr_all[torch.as_tensor(cand[q, kk])],
+                          torch.as_tensor(align[q, kk]), gap[q, kk], colour_floor)
+        pix[q, kk], grad[q, kk], col[q, kk] = a.numpy(), g.numpy(), c.numpy()
+    score = np.where(np.isfinite(pix), _combine(np.nan_to_num(pix), np.nan_to_num(grad), np.nan_to_num(col, nan=1.0),
+                                                gap), 0)
+    return score.astype(np.float32), pix, grad, col, coarse
 
 
 def score_candidates(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | torch.Tensor, cand: np.ndarray,
-                     same_set: bool = False, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Score of each query against each of its candidates: (score, pixel, gradient), each (n_query, k) float32.
+                     same_set: bool = False, progress: bool = False) -> tuple[np.ndarray, ...]:
+    """Score of each query against each of its candidates: (score, pixel, gradient, colour), each (n_query, k)
+    float32.
 
     cand: (n_query, k) reference indices. Every candidate is refined (no COARSE_GATE). The retrieval
     similarity and the query's hub similarity are measured against the whole of x_ref, as in find()
@@ -553,17 +720,17 @@ def score_candidates(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | 
     x_query, x_ref = np.asarray(x_query), np.asarray(x_ref)
     cand = np.asarray(cand, np.int64)
     sim, hub = _pair_similarity(x_query=x_query, x_ref=x_ref, cand=cand, same_set=same_set)
-    sc, pix, grad, _ = _score(x_query=x_query, x_ref=x_ref, cand=cand, sim=sim, hub=hub, gate=None, progress=progress)
-    return sc, pix, grad
+    return _score(x_query=x_query, x_ref=x_ref, cand=cand, sim=sim, hub=hub, gate=None, progress=progress)[:4]
 
 
 def score_pairs(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | torch.Tensor, pairs: np.ndarray,
-                same_set: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """score_candidates for given (query index, reference index) pairs: (score, pixel, gradient), (n_pairs,) each."""
+                same_set: bool = False) -> tuple[np.ndarray, ...]:
+    """score_candidates for given (query index, reference index) pairs: (score, pixel, gradient, colour),
+    (n_pairs,) each."""
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     x_query = np.asarray(x_query)
-    sc, pix, grad = score_candidates(x_query=x_query[pairs[:, 0]], x_ref=x_ref, cand=pairs[:, 1:2], same_set=same_set)
-    return sc[:, 0], pix[:, 0], grad[:, 0]
+    out = score_candidates(x_query=x_query[pairs[:, 0]], x_ref=x_ref, cand=pairs[:, 1:2], same_set=same_set)
+    return tuple(v[:, 0] for v in out)
 
 
 # ---------------------------------------------------------------- search
@@ -584,48 +751,49 @@ def candidates(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set: 
 def near_scores(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set: bool = False,
                 rows: np.ndarray | None = None, progress: bool = False) -> pd.DataFrame:
     """Every retrieved candidate of the queries `rows` (default all) with find()'s signals: query_idx, ref_idx,
-    score, pixel, gradient (score 0 and NaN signals below COARSE_GATE). find() flags these by its thresholds;
+    score, pixel, gradient, colour (score 0 and NaN signals below COARSE_GATE). find() flags these by its thresholds;
     a query's candidates do not depend on which other queries are searched, so a subset gives find()'s
     answer for those queries (tests use this)."""
     rows = np.arange(len(x_query)) if rows is None else np.asarray(rows, np.int64)
     ret = _retrieve(x_query=x_query, x_ref=x_ref, top_k=top_k, same_set=same_set, rows=rows, progress=progress)
     xq = np.asarray(x_ref if same_set else x_query)[rows]
-    score, pix, grad, _ = _score(x_query=xq, x_ref=x_ref, cand=ret.cand, sim=ret.sim, hub=ret.hub,
-                                 gate=COARSE_GATE, progress=progress)
+    score, pix, grad, col, _ = _score(x_query=xq, x_ref=x_ref, cand=ret.cand, sim=ret.sim, hub=ret.hub,
+                                      gate=COARSE_GATE, progress=progress)
     k = ret.cand.shape[1]
     return pd.DataFrame({"query_idx": np.repeat(rows, k), "ref_idx": ret.cand.reshape(-1), "score": score.reshape(-1),
-                         "pixel": pix.reshape(-1), "gradient": grad.reshape(-1)})
+                         "pixel": pix.reshape(-1), "gradient": grad.reshape(-1), "colour": col.reshape(-1)})
 
 
 def find(*, x_query: np.ndarray, x_ref: np.ndarray, near_threshold: float, review_threshold: float,
          top_k: int, exact_only: bool = False, same_set: bool = False, progress: bool = True) -> Found:
     """Exact and near duplicates of each query image among the reference images.
 
-    near_threshold, review_threshold: thresholds on the score (an estimated probability of the same shot).
+    near_threshold, review_threshold: thresholds on the score (how likely the pair is the same shot; 0.90 is the
+    operating point it was calibrated to, see the module docstring).
     same_set: x_query is x_ref (e.g. test against test): no self pairs, each pair once (query < ref).
     """
     t0 = time.perf_counter()
     exact = exact_pairs(x_query=x_query, x_ref=x_ref, same_set=same_set)
     rows = [pd.DataFrame({"query_idx": exact[:, 0], "ref_idx": exact[:, 1], "kind": "exact", "score": 1.0,
-                          "pixel": 1.0, "gradient": 1.0, "verdict": "confirm"})]
+                          "pixel": 1.0, "gradient": 1.0, "colour": 1.0, "verdict": "confirm"})]
     best_score = np.zeros(len(x_query), np.float32)
     best_ref = np.full(len(x_query), -1, np.int64)
     if not exact_only and len(x_query) and len(x_ref) > (1 if same_set else 0):
         c = near_scores(x_query=x_query, x_ref=x_ref, top_k=top_k, same_set=same_set, progress=progress)
         q, r = c["query_idx"].to_numpy(), c["ref_idx"].to_numpy()
-        score, pix, grad = c["score"].to_numpy(), c["pixel"].to_numpy(), c["gradient"].to_numpy()
+        score, pix, grad, col = (c[k].to_numpy() for k in ("score", "pixel", "gradient", "colour"))
         order = np.lexsort((-score, q))                           # per query, best first
         first = order[np.r_[True, q[order][1:] != q[order][:-1]]]
         scored = score[first] > 0
         best_score[q[first][scored]] = score[first][scored]
         best_ref[q[first][scored]] = r[first][scored]
         flagged = score >= review_threshold
-        q, r, score, pix, grad = q[flagged], r[flagged], score[flagged], pix[flagged], grad[flagged]
+        q, r, score, pix, grad, col = (v[flagged] for v in (q, r, score, pix, grad, col))
         if same_set:  # each unordered pair once, as (smaller, larger)
             q, r = np.minimum(q, r), np.maximum(q, r)
         near = pd.DataFrame({"query_idx": q, "ref_idx": r, "kind": np.where(score >= near_threshold, "near", "review"),
                              "score": score.astype(np.float64), "pixel": pix.astype(np.float64),
-                             "gradient": grad.astype(np.float64)})
+                             "gradient": grad.astype(np.float64), "colour": col.astype(np.float64)})
         near["verdict"] = np.where(near["kind"] == "near", "confirm", "reject")
         near = near.sort_values("score", ascending=False).drop_duplicates(["query_idx", "ref_idx"])
         if len(exact):  # an exact pair is listed once, as exact

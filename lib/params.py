@@ -78,8 +78,8 @@ class Params:
 
     # --- leakage (notebook 03) ---
     dup_exact_only_hash: bool = False  # True: skip near-duplicate search (exact hashing only)
-    dup_near_threshold: float = 0.90   # finder score (est. probability of the same shot) >= this -> "near", confirm
-    dup_review_threshold: float = 0.40 # finder score >= this (and below near) -> "review", listed for a person
+    dup_near_threshold: float = 0.90   # finder score (calibrated to this operating point) >= this -> "near", confirm
+    dup_review_threshold: float = 0.70 # finder score >= this (and below near) -> "review", listed for a person
     dup_top_k: int = 6                 # candidates kept per query image by the retrieval stage
 
     # --- sub-populations (notebook 04) ---

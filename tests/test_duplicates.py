@@ -12,11 +12,11 @@ from lib import cifair, data, duplicates, params, planted
 # are pooled over the seeds, so the margins hold over several draws, not one.
 HELD_OUT_SEEDS = (101, 202, 303)
 # Recall of ciFAIR's judgments 0 + 1 at the default automatic verdict, on the report half (measured
-# 0.901 train-test, 274 of 304 pairs, and 0.943 within test, 33 of 35, by bench/bench_duplicates.py);
+# 0.911 train-test, 277 of 304 pairs, and 0.914 within test, 32 of 35, by bench/bench_duplicates.py);
 # each floor is the measured value less about 1 %, so losing 4 train-test pairs or 1 within-test pair fails.
-# The goal was 0.98: not reached (at top_k 6 retrieval alone misses 4.6 % (report) to 7.6 % (tuning) of them).
-CIFAIR_RECALL_FLOOR = 0.89
-CIFAIR_WITHIN_RECALL_FLOOR = 0.93
+# The goal was 0.98: not reached (at top_k 6 retrieval alone misses 3.6 % (report) to 5.4 % (tuning) of them).
+CIFAIR_RECALL_FLOOR = 0.90
+CIFAIR_WITHIN_RECALL_FLOOR = 0.91
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +169,69 @@ def test_scores_identity_mirror_and_transform_order(smoke_data):
     other = duplicates.score_pairs(x_query=shifted, x_ref=x, pairs=np.stack([np.arange(64), (np.arange(64) + 1) % 64], 1))[0]
     assert np.median(s_shift) > 0.95 and np.median(other) < 0.2
     assert ((0 <= other) & (other <= 1)).all()
+
+
+def test_colour_fit_accepts_recoloured_copies_and_rejects_other_colours(smoke_data):
+    import torch
+    x = torch.as_tensor(smoke_data.x_test[:64])
+    ref = x.permute(0, 3, 1, 2).float() / 255                                   # (n, 3, 32, 32) "aligned" copies
+    assert (duplicates._colour_fit(x, ref) > 0.99).all()
+    # an invertible global recolouring keeps the colour signal: swapped channels, a tint with less contrast
+    for m, b in ((torch.eye(3)[[2, 0, 1]], 0.0), (0.6 * torch.eye(3), torch.tensor([0.2, 0.1, 0.0]))):
+        recoloured = (torch.einsum("ij,njhw->nihw", m, ref) + torch.as_tensor(b).reshape(-1, 1, 1)).clamp(0, 1)
+        assert (duplicates._colour_fit(x, recoloured) > 0.9).float().mean() > 0.9
+    # the same layout with the colours of one half of the image swapped (a red can where a green one was) does not
+    part = ref.clone()
+    part[:, :, :, 16:] = part[:, [1, 2, 0], :, 16:]
+    chroma = (ref - ref.mean(1, keepdim=True))[..., 16:].std((2, 3)).mean(1)
+    colourful = chroma > 0.05
+    assert colourful.sum() >= 10
+    assert np.median(duplicates._colour_fit(x, part)[colourful].numpy()) < 0.7
+    # a grey image says nothing about colour: 1
+    grey = ref.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    assert (duplicates._colour_fit(x, grey) == 1).all()
+
+
+def test_views_resample_as_grid_sample(smoke_data, monkeypatch):
+    import torch
+    import torch.nn.functional as F
+    monkeypatch.setattr(duplicates, "VIEWS", ((1.25, 0.0, 0.0), (0.8, 0.1, -0.05)))
+    x = torch.as_tensor(smoke_data.x_test[:16])
+    v = duplicates._views(x)
+    th = torch.tensor([[[1 / 1.25, 0, 0], [0, 1 / 1.25, 0]], [[1 / 0.8, 0, 0.1], [0, 1 / 0.8, -0.05]]]).repeat(16, 1, 1)
+    img = x.permute(0, 3, 1, 2).float().repeat_interleave(2, 0)
+    want = F.grid_sample(img, F.affine_grid(th, img.shape, align_corners=False), padding_mode="border",
+                         align_corners=False).permute(0, 2, 3, 1)
+    assert (v - want).abs().max() < 0.01
+
+
+def test_views_bring_cropped_copies_up(cifar, monkeypatch):
+    # copies cropped off-centre to about 3/4 of the image and rescaled: re-ranking with the query's VIEWS
+    # ranks them higher than the query's own descriptor does
+    import torch
+    x_ref = cifar.x_train[:6000]
+    views = duplicates.VIEWS
+    monkeypatch.setattr(duplicates, "VIEWS", ((1.35, 0.08, -0.06),))
+    x_query = duplicates._views(torch.as_tensor(x_ref[:150])).round().clamp(0, 255).byte().numpy()
+
+    def ranks():
+        c = duplicates.candidates(x_query=x_query, x_ref=x_ref, top_k=50, progress=False)
+        return np.array([np.flatnonzero(row == i)[0] if (row == i).any() else 50 for i, row in enumerate(c)])
+    monkeypatch.setattr(duplicates, "VIEWS", views)
+    with_views = ranks()
+    monkeypatch.setattr(duplicates, "VIEWS", ())
+    without = ranks()
+    assert (with_views == 0).mean() >= (without == 0).mean() + 0.05, ((with_views == 0).mean(), (without == 0).mean())
+    assert (with_views <= without).mean() > 0.9
+
+
+def test_colour_floor_only_skips_pairs_that_cannot_reach_it(smoke_data):
+    x = smoke_data.x_test[:200]
+    cand = duplicates.candidates(x_query=x, x_ref=smoke_data.x_train[:800], top_k=4, progress=False)
+    sim, hub = duplicates._pair_similarity(x_query=x, x_ref=smoke_data.x_train[:800], cand=cand)
+    kw = dict(x_query=x, x_ref=smoke_data.x_train[:800], cand=cand, sim=sim, hub=hub, gate=None)
+    floor, every = duplicates._score(**kw), duplicates._score(**kw, colour_floor=0.0)
+    high = every[0] >= duplicates.COLOUR_FLOOR
+    assert np.allclose(floor[0][high], every[0][high], atol=1e-6)          # a pair that can reach it is measured
+    assert (floor[0][~high] < duplicates.COLOUR_FLOOR + 1e-6).all() or (floor[0][~high] >= every[0][~high]).all()
+    assert np.isnan(floor[3]).any() and not np.isnan(every[3]).any()

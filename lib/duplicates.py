@@ -37,7 +37,7 @@ colour-changed, re-compressed or framed) are found in three stages:
 
 Score: a logistic combination of four signals, fitted by bench/fit_duplicates.py on the tuning
 half of ciFAIR's judged pairs and of our own judged pairs (bench/cifair_tuning_judgments.csv,
-bench/cifair_tuning_delta_judgments.csv):
+bench/cifair_tuning_delta_judgments.csv, bench/cifair_tuning_views_judgments.csv):
 
     score = sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_colour * colour
                     + w_gap * (similarity - hub))
@@ -619,8 +619,8 @@ def _colour_fit(xq: torch.Tensor, cw: torch.Tensor) -> torch.Tensor:
     recolouring of a copy (a tint, a contrast change, swapped channels) fits such a map both ways; a different
     object of another colour in the same pose and on the same background mostly does not, because one colour would
     have to become several. A recolouring that loses colour (sepia, near-greyscale) fits one way only and scores
-    low: taking the smaller share ranked ciFAIR's tuning pairs better than the larger (cross-validated, 0.914 vs
-    0.896 at the default operating point; bench/fit_duplicates.py), at that cost. A direction whose source or
+    low: when this was chosen, the smaller share ranked ciFAIR's tuning pairs better than the larger
+    (bench/fit_duplicates.py's cross-validation: 0.914 vs 0.896 at that fit's operating point), at that cost. A direction whose source or
     target has no chroma (a grey image: chroma std < GREY_CHROMA) says nothing and counts as 1."""
     n = len(xq)
     cq = xq.permute(0, 3, 1, 2).float() / 255

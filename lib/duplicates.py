@@ -52,6 +52,9 @@ but it is calibrated to that operating point, not to a probability.
 Verdicts: exact -> kind "exact"; score >= near_threshold -> kind "near", verdict confirm;
 review_threshold <= score < near_threshold -> kind "review", verdict reject (listed for a
 person to decide through lib/review.py; notebook 03 pages them with the doubtful pairs first).
+colour is measured only for pairs whose score could reach COLOUR_FLOOR (0.5) with colour 1; the others
+score as if it were 1 (an upper bound, below 0.5), so a review threshold under 0.5 lists more pairs,
+never fewer.
 
 lib/planted.py plants known duplicates into real images, one ground truth the tests and
 bench/bench_duplicates.py measure this finder against; ciFAIR's judged lists are the other.
@@ -96,7 +99,7 @@ ECC_STEPS = 4          # Gauss-Newton steps of the correlation alignment (images
 MARGIN = 3             # comparisons ignore 3 pixels at each edge of the query
 COLOUR_BLUR = 1.0      # the colour fit compares both images blurred by 1 pixel
 GREY_CHROMA = 0.02     # an image whose chroma std is below this (about 5 of 255 levels) counts as grey
-COLOUR_FLOOR = 0.2     # colour is measured only for pairs whose score could reach this; others score as if it were 1
+COLOUR_FLOOR = 0.5     # colour is measured only for pairs whose score could reach this; others score as if it were 1
 # ---- score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_gap * (similarity - hub))
 SCORE_WEIGHTS = (-5.394, 1.158, 4.869, 2.042, 7.653)   # (w0, w_pixel, w_gradient, w_colour, w_gap): bench/fit_duplicates.py
 

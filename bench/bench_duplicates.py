@@ -19,8 +19,10 @@
    the other 201 (86 of the judged sample among them: a uniform sample of the 175), and confirms 43
    pairs the old one did not (all judged: a census). Per stratum the false share (Wilson 95 % interval;
    a census is exact) times its size, summed, per 1,000 test images. When the finder changes, judge
-   again the same way: keep the judgments of pairs still flagged as a sample of the kept pairs, judge
-   the newly flagged ones (stratum_size, stratum_drawn say how; rows "no longer flagged" are ignored).
+   again the same way with bench/rejudge_duplicates.py: the judgments of pairs still flagged stay as a
+   sample of the kept pairs, the newly flagged ones are judged in full (stratum_size, stratum_drawn
+   say how; rows "no longer flagged" are ignored; bench/cifair_unlisted_population.csv lists every
+   unlisted confirmed pair of the finder the judgments describe, with its stratum).
 4. imagededup's hashes (PHash, DHash, WHash; `pip install -e .[bench]`) on the same 10,000 x 50,000:
    Hamming distance <= 10 (imagededup's default) and <= 4, same counts.
 --small: section 1 only, with fewer planted pairs.
@@ -49,6 +51,7 @@ from lib import cifair, data, duplicates, params, planted  # noqa: E402
 
 P = params.load("quick")  # dup_* defaults (the quick set does not override them)
 JUDGMENTS = ROOT / "bench" / "cifair_unlisted_judgments.csv"
+POPULATION = ROOT / "bench" / "cifair_unlisted_population.csv"   # every unlisted confirmed pair -> its stratum
 
 
 def find_child(out: str) -> None:
@@ -224,9 +227,11 @@ def main() -> None:
           f"({lo_n * per_k:.1f}-{hi_n * per_k:.1f}); goal <= 5: "
           + ("met" if est * per_k <= 5 else f"NOT met, {est * per_k - 5:.1f} over"))
     goals.append(_goal("false flags per 1,000 test images (estimate)", est * per_k, 5, ""))
-    if not in_pop.all() or judged.groupby("stratum")["stratum_size"].first().sum() != len(unl):
-        print(f"   NOTE: {int((~in_pop).sum())} judged pairs are no longer unlisted confirmed pairs of this run, or the "
-              "strata no longer add up to the population: the finder changed since the judgments; judge again")
+    population = set(zip(*pd.read_csv(POPULATION)[["test_idx", "train_idx"]].to_numpy().T))
+    if not in_pop.all() or population != pop:
+        print(f"   NOTE: this run's unlisted confirmed pairs differ from {POPULATION.name} ({len(pop - population)} new, "
+              f"{len(population - pop)} gone): the finder changed since the judgments; bring them up to date with "
+              "bench/rejudge_duplicates.py")
 
     imagededup_section(ds, listed, halves)
     print(f"\ngoals (issue 13), load average (1 min) at the timed run {load0[0]:.1f} -> {load1[0]:.1f}:")

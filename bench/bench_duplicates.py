@@ -49,9 +49,9 @@ if not os.environ.get("MEMAUDIT_REFERENCE_DIR") and (ROOT.parent / "shared" / "d
     os.environ["MEMAUDIT_REFERENCE_DIR"] = str(ROOT.parent / "shared" / "data" / "reference")  # as tests/conftest.py
 from lib import cifair, data, duplicates, params, planted  # noqa: E402
 
+import rejudge_duplicates as rejudge  # noqa: E402  (this folder: the judgment files and what they describe)
+
 P = params.load("quick")  # dup_* defaults (the quick set does not override them)
-JUDGMENTS = ROOT / "bench" / "cifair_unlisted_judgments.csv"
-POPULATION = ROOT / "bench" / "cifair_unlisted_population.csv"   # every unlisted confirmed pair -> its stratum
 
 
 def find_child(out: str) -> None:
@@ -205,17 +205,13 @@ def main() -> None:
     goals.append(_goal("within-test recall 0+1, report half, auto", _r01(rw), 0.98, "", at_least=True))
 
     # ---- 3. false flags among the confirmed pairs ciFAIR does not list (report half)
-    keys = set(zip(listed["test_idx"], listed["train_idx"]))
-    conf = pairs[pairs["verdict"] == "confirm"]
-    unl = conf[[(a, b) not in keys and not halves[a] for a, b in zip(conf["query_idx"], conf["ref_idx"])]]
+    unl = rejudge.unlisted_confirmed(pairs, listed, ~halves)
     n_images = int((~halves).sum())
-    judged = pd.read_csv(JUDGMENTS)
-    judged = judged[judged["stratum"] != "no longer flagged"]
-    pop = set(zip(unl["query_idx"], unl["ref_idx"]))
-    in_pop = np.array([(a, b) in pop for a, b in zip(judged["test_idx"], judged["train_idx"])])
+    judged = pd.read_csv(rejudge.JUDGMENTS)
+    judged = judged[judged["stratum"] != rejudge.GONE]
     per_k = 1000 / n_images
     print(f"\n3. false flags, report half ({n_images} test images): {len(unl)} confirmed pairs ciFAIR does not list, "
-          f"on {unl['query_idx'].nunique()} test images")
+          f"on {len({a for a, _ in unl})} test images")
     est, lo_n, hi_n = 0.0, 0.0, 0.0
     for name, g in judged.groupby("stratum"):
         size, drawn, false = int(g["stratum_size"].iloc[0]), len(g), int((g["judgment"] == "not the same shot").sum())
@@ -227,10 +223,11 @@ def main() -> None:
           f"({lo_n * per_k:.1f}-{hi_n * per_k:.1f}); goal <= 5: "
           + ("met" if est * per_k <= 5 else f"NOT met, {est * per_k - 5:.1f} over"))
     goals.append(_goal("false flags per 1,000 test images (estimate)", est * per_k, 5, ""))
-    population = set(zip(*pd.read_csv(POPULATION)[["test_idx", "train_idx"]].to_numpy().T))
-    if not in_pop.all() or population != pop:
-        print(f"   NOTE: this run's unlisted confirmed pairs differ from {POPULATION.name} ({len(pop - population)} new, "
-              f"{len(population - pop)} gone): the finder changed since the judgments; bring them up to date with "
+    population = pd.read_csv(rejudge.POPULATION)
+    population = set(zip(population["test_idx"].astype(int), population["train_idx"].astype(int)))
+    if population != unl:
+        print(f"   NOTE: this run's unlisted confirmed pairs differ from {rejudge.POPULATION.name} ({len(unl - population)} "
+              f"new, {len(population - unl)} gone): the finder changed since the judgments; bring them up to date with "
               "bench/rejudge_duplicates.py")
 
     imagededup_section(ds, listed, halves)

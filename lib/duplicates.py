@@ -71,7 +71,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import image_hashes
 
 PAIR_COLUMNS = ["query_idx", "ref_idx", "kind", "score", "pixel", "gradient", "colour", "verdict"]
 
@@ -140,17 +139,7 @@ def exact_pairs(*, x_query: np.ndarray, x_ref: np.ndarray, same_set: bool = Fals
     """(n_pairs, 2) int64 (query index, reference index) of byte-identical images.
 
     same_set: query and reference are the same array; list each pair once (q < r), no self pairs.
-    Images of other sizes than 32x32x3 are hashed with data.image_hashes.
     """
-    if np.asarray(x_ref).shape[1:] != (32, 32, 3) or (not same_set and np.asarray(x_query).shape[1:] != (32, 32, 3)):
-        by_hash: dict[bytes, list[int]] = {}
-        for j, h in enumerate(image_hashes(x_ref)):
-            by_hash.setdefault(h, []).append(j)
-        if same_set:
-            out = [(a, b) for rows in by_hash.values() for k, a in enumerate(rows) for b in rows[k + 1:]]
-        else:
-            out = [(i, j) for i, h in enumerate(image_hashes(x_query)) for j in by_hash.get(h, ())]
-        return np.asarray(sorted(out), np.int64).reshape(-1, 2)
     xr = np.asarray(x_ref)
     xq = xr if same_set else np.asarray(x_query)
     if not len(xr) or not len(xq):
@@ -401,22 +390,27 @@ def _views(x_uint8: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, 1).reshape(-1, 32, 32, 3)
 
 
+def _view_similarity(x_uint8: torch.Tensor, cand: torch.Tensor, wh: "_Whitening", er: torch.Tensor,
+                     od_r: torch.Tensor) -> torch.Tensor:
+    """(n, m) the best similarity of any of the n queries' VIEWS to each of its m references `cand` (n, m)."""
+    n, v = len(x_uint8), len(VIEWS)
+    ev, ov = (t.reshape(n, v, -1) for t in wh.project(_raw_descriptors(_views(x_uint8))[0]))
+    sv = torch.bmm(ev, er[cand].transpose(1, 2)) + torch.bmm(ov, od_r[cand].transpose(1, 2)).abs()   # (n, v, m)
+    return sv.max(1).values
+
+
 def _rerank(x_uint8: torch.Tensor, idx: np.ndarray, sim: np.ndarray, wh: _Whitening, er: torch.Tensor,
             od_r: torch.Tensor, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Re-rank each query's retrieved references (idx, sim: (n_query, m), most similar first) by the better of its
     similarity and the similarity of any of the query's VIEWS, so that a cropped or rescaled copy, which the
     query's own descriptor ranks low, moves up. x_uint8: the query images. Returns idx, sim re-sorted."""
     idx, sim = idx.copy(), sim.copy()
-    v = len(VIEWS)
-    if not v:
+    if not VIEWS:
         return idx, sim
     for s in range(0, len(idx), block):
         n = len(idx[s:s + block])
-        ev, ov = wh.project(_raw_descriptors(_views(x_uint8[s:s + n]))[0])
-        ev, ov = ev.reshape(n, v, -1), ov.reshape(n, v, -1)
         c = torch.as_tensor(idx[s:s + n])
-        sv = torch.bmm(ev, er[c].transpose(1, 2)) + torch.bmm(ov, od_r[c].transpose(1, 2)).abs()   # (n, v, m)
-        best = torch.maximum(torch.as_tensor(sim[s:s + n]), sv.max(1).values)
+        best = torch.maximum(torch.as_tensor(sim[s:s + n]), _view_similarity(x_uint8[s:s + n], c, wh, er, od_r))
         best, order = best.sort(dim=1, descending=True, stable=True)
         idx[s:s + n], sim[s:s + n] = c.gather(1, order).numpy(), best.numpy()
     return idx, sim
@@ -459,11 +453,8 @@ def _pair_similarity(*, x_query: np.ndarray, x_ref: np.ndarray, cand: np.ndarray
     hub = top[:, min(HUB_RANK + (1 if same_set else 0), keep) - 1] if keep else np.zeros(len(eq), np.float32)
     c = torch.as_tensor(np.array(cand, np.int64))
     sim = (eq[:, None, :] * er[c]).sum(-1) + (oq[:, None, :] * od_r[c]).sum(-1).abs()
-    if len(VIEWS) and c.shape[1]:
-        n, v = len(xq), len(VIEWS)
-        ev, ov = (t.reshape(n, v, -1) for t in wh.project(_raw_descriptors(_views(xq))[0]))
-        sv = torch.bmm(ev, er[c].transpose(1, 2)) + torch.bmm(ov, od_r[c].transpose(1, 2)).abs()
-        sim = torch.maximum(sim, sv.max(1).values)
+    if VIEWS and c.shape[1]:
+        sim = torch.maximum(sim, _view_similarity(xq, c, wh, er, od_r))
     return sim.numpy(), hub
 
 
@@ -623,8 +614,8 @@ def _colour_fit(xq: torch.Tensor, cw: torch.Tensor) -> torch.Tensor:
     object of another colour in the same pose and on the same background mostly does not, because one colour would
     have to become several. A recolouring that loses colour (sepia, near-greyscale) fits one way only and scores
     low: when this was chosen, the smaller share ranked ciFAIR's tuning pairs better than the larger
-    (bench/fit_duplicates.py's cross-validation: 0.914 vs 0.896 at that fit's operating point), at that cost. A direction whose source or
-    target has no chroma (a grey image: chroma std < GREY_CHROMA) says nothing and counts as 1."""
+    (bench/fit_duplicates.py's cross-validation: 0.914 vs 0.896 at that fit's operating point), at that cost.
+    When either image has no chroma (a grey image: chroma std < GREY_CHROMA) colour says nothing and is 1."""
     n = len(xq)
     cq = xq.permute(0, 3, 1, 2).float() / 255
     z = torch.cat([_blur(c, COLOUR_BLUR)[..., _IN, _IN].reshape(n, 3, -1) for c in (cq, cw)], 1)   # (n, 6, P)
@@ -634,6 +625,8 @@ def _colour_fit(xq: torch.Tensor, cw: torch.Tensor) -> torch.Tensor:
     chroma = torch.eye(3, dtype=torch.double) - 1 / 3                         # colour -> colour less its grey level
     mean = gram[:, :6, 6] / n_px
     cov = gram[:, :6, :6] / n_px - mean[:, :, None] * mean[:, None, :]
+    spread = {k: (chroma @ cov[:, k:k + 3, k:k + 3] @ chroma).diagonal(dim1=1, dim2=2) for k in (0, 3)}  # per channel
+    coloured = (spread[0].mean(1) >= GREY_CHROMA ** 2) & (spread[3].mean(1) >= GREY_CHROMA ** 2)   # neither is grey
     out = torch.ones(n, dtype=torch.double)
     for src, dst in ((slice(0, 3), slice(3, 6)), (slice(3, 6), slice(0, 3))):
         xs = torch.cat([torch.arange(7)[src], torch.tensor([6])])             # source colours and the constant
@@ -641,11 +634,8 @@ def _colour_fit(xq: torch.Tensor, cw: torch.Tensor) -> torch.Tensor:
         w = torch.linalg.solve(xx + 1e-4 * torch.eye(4, dtype=torch.double), xa)       # (n, 4, 3) the colour map
         rr = gram[:, dst, dst] - xa.transpose(1, 2) @ w - w.transpose(1, 2) @ xa + w.transpose(1, 2) @ xx @ w
         res = (chroma @ rr @ chroma).diagonal(dim1=1, dim2=2).sum(1)           # chroma energy of the residual
-        tot = (chroma @ cov[:, dst, dst] @ chroma).diagonal(dim1=1, dim2=2).sum(1) * n_px
-        share = (1 - res / tot.clamp_min(1e-9)).clamp(0, 1)
-        grey = lambda sl: (chroma @ cov[:, sl, sl] @ chroma).diagonal(dim1=1, dim2=2).mean(1).clamp_min(0).sqrt()  # noqa: E731
-        told = (grey(src) >= GREY_CHROMA) & (grey(dst) >= GREY_CHROMA)
-        out = torch.minimum(out, torch.where(told, share, torch.ones_like(share)))
+        share = (1 - res / (spread[dst.start].sum(1) * n_px).clamp_min(1e-9)).clamp(0, 1)
+        out = torch.minimum(out, torch.where(coloured, share, torch.ones_like(share)))
     return out.float()
 
 

@@ -15,6 +15,9 @@ Labelled pairs, all with their test image in the tuning half (lib/planted.py cif
     with the colour signal and the re-ranking views, first fit, confirmed and none of the files above
     held: 17 of the 55 decided were different objects in the same pose, so that fit's operating point
     was too lenient; this fit includes them).
+bench/cifair_tuning_prior_judgments.csv and bench/cifair_tuning_experiment_judgments.csv (stop 25) hold 160 more
+judged tuning-half pairs (samples of this finder's and of an experimental finder's unjudged confirmed pairs); the
+weights in use were fitted without them, and bench/exp_copy_descriptor.py uses them (labelled_pairs, files=...).
 Each pair's signals (pixel, gradient, colour, similarity - hub) are computed as score_pairs does; a
 logistic regression (Newton's method, no penalty) gives the five weights. A seeded 5-fold
 cross-validation on the same pairs prints how well weights fitted without a pair rank it. The table then shows,
@@ -59,34 +62,37 @@ def logistic_fit(x: np.ndarray, y: np.ndarray, iters: int = 50) -> np.ndarray:
     return w
 
 
-def main() -> None:
-    ds = data.load_cifar(dataset="cifar100")
-    data.require_official(ds, "ciFAIR's duplicate list")
+def labelled_pairs(ds, files: tuple[str, ...] = TUNING_JUDGMENTS) -> pd.DataFrame:
+    """The labelled tuning-half pairs: q (test), r (train), y (1 same shot), weight (of a judged-false pair in the
+    false-flag estimate), cifair (True: ciFAIR's pair judged 0 or 1; False: judged by us, from `files` in bench/)."""
     tune = planted.cifair_halves(len(ds.x_test))
     listed = cifair.read_list(reference.fetch("cifair_cifar100"))
     pos = listed[tune[listed["test_idx"]] & listed["judgment"].isin([0, 1])]
-    judged = pd.concat([pd.read_csv(ROOT / "bench" / f) for f in TUNING_JUDGMENTS], ignore_index=True)
+    judged = pd.concat([pd.read_csv(ROOT / "bench" / f) for f in files], ignore_index=True)
     assert tune[judged["test_idx"]].all(), "tuning judgments must come from the tuning half"
     judged = judged[judged["judgment"] >= 0]
-    lab = pd.concat([pd.DataFrame({"q": pos["test_idx"], "r": pos["train_idx"], "y": 1, "weight": 1.0, "cifair": True}),
-                     pd.DataFrame({"q": judged["test_idx"], "r": judged["train_idx"], "y": judged["judgment"],
-                                   "weight": judged["stratum_size"] / judged["stratum_drawn"], "cifair": False})],
-                    ignore_index=True)
+    return pd.concat([pd.DataFrame({"q": pos["test_idx"], "r": pos["train_idx"], "y": 1, "weight": 1.0, "cifair": True}),
+                      pd.DataFrame({"q": judged["test_idx"], "r": judged["train_idx"], "y": judged["judgment"],
+                                    "weight": judged["stratum_size"] / judged["stratum_drawn"], "cifair": False})],
+                     ignore_index=True)
+
+
+def pair_signals(ds, lab: pd.DataFrame) -> np.ndarray:
+    """(n, 4) the finder's signals of each labelled pair, as score_pairs measures them: pixel, gradient, colour
+    (measured for every pair) and similarity - hub."""
     pairs = lab[["q", "r"]].to_numpy()
     sim, hub = duplicates._pair_similarity(x_query=ds.x_test[pairs[:, 0]], x_ref=ds.x_train, cand=pairs[:, 1:2])
     _, pix, grad, col, _ = duplicates._score(x_query=ds.x_test[pairs[:, 0]], x_ref=ds.x_train, cand=pairs[:, 1:2],
                                              sim=sim, hub=hub, gate=None, colour_floor=0.0)
-    x = np.column_stack([pix[:, 0], grad[:, 0], col[:, 0], sim[:, 0] - hub])
-    y = lab["y"].to_numpy(float)
-    w = logistic_fit(x, y)
-    print(f"labelled tuning pairs: {int(lab['cifair'].sum())} ciFAIR (judgment 0/1), "
-          f"{int((~lab['cifair']).sum())} judged by us ({int(lab.loc[~lab['cifair'], 'y'].sum())} same shot)")
-    print("fitted:        (" + ", ".join(f"{v:.3f}" for v in w) + ")   # (w0, w_pixel, w_gradient, w_colour, w_gap)")
+    return np.column_stack([pix[:, 0], grad[:, 0], col[:, 0], sim[:, 0] - hub])
 
-    # where to put the default near threshold: cross-validated, so that no pair is judged by weights fitted on it
-    cif = lab["cifair"].to_numpy()
+
+def cross_validate(x: np.ndarray, lab: pd.DataFrame, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded 5-fold cross-validation of the logistic score on features x of the pairs `lab` (labelled_pairs):
+    for each threshold of `grid`, the share of ciFAIR's pairs whose held-out score is >= it and the weighted
+    judged-false pairs at or above it, each averaged over CV_SEEDS."""
+    y, cif = lab["y"].to_numpy(float), lab["cifair"].to_numpy()
     false_w = lab["weight"].to_numpy() * ((~lab["cifair"]) & (lab["y"] == 0)).to_numpy()
-    grid = np.round(np.arange(0.50, 0.96, 0.01), 2)
     rec, fls = np.zeros(len(grid)), np.zeros(len(grid))
     for seed in CV_SEEDS:
         fold = np.random.default_rng(seed).integers(0, 5, len(y))
@@ -96,6 +102,23 @@ def main() -> None:
             held[fold == k] = 1 / (1 + np.exp(-(wk[0] + x[fold == k] @ wk[1:])))
         rec += [np.mean(held[cif] >= t) / len(CV_SEEDS) for t in grid]
         fls += [false_w[held >= t].sum() / len(CV_SEEDS) for t in grid]
+    return rec, fls
+
+
+def main() -> None:
+    ds = data.load_cifar(dataset="cifar100")
+    data.require_official(ds, "ciFAIR's duplicate list")
+    lab = labelled_pairs(ds)
+    x = pair_signals(ds, lab)
+    y = lab["y"].to_numpy(float)
+    w = logistic_fit(x, y)
+    print(f"labelled tuning pairs: {int(lab['cifair'].sum())} ciFAIR (judgment 0/1), "
+          f"{int((~lab['cifair']).sum())} judged by us ({int(lab.loc[~lab['cifair'], 'y'].sum())} same shot)")
+    print("fitted:        (" + ", ".join(f"{v:.3f}" for v in w) + ")   # (w0, w_pixel, w_gradient, w_colour, w_gap)")
+
+    # where to put the default near threshold: cross-validated, so that no pair is judged by weights fitted on it
+    grid = np.round(np.arange(0.50, 0.96, 0.01), 2)
+    rec, fls = cross_validate(x, lab, grid)
     ok = fls <= FALSE_GOAL
     t_op = float(grid[np.argmax(ok)]) if ok.any() else float(grid[-1])
     print(f"\n5-fold cross-validation (seeds {CV_SEEDS}), held-out score >= t: share of ciFAIR's tuning pairs 0/1, "

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -49,15 +48,12 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-if not os.environ.get("MEMAUDIT_REFERENCE_DIR") and (ROOT.parent / "shared" / "data" / "reference").is_dir():
-    os.environ["MEMAUDIT_REFERENCE_DIR"] = str(ROOT.parent / "shared" / "data" / "reference")  # as tests/conftest.py
 from lib import data, duplicates  # noqa: E402
 
-import fit_duplicates as fit  # noqa: E402  (this folder: the labelled tuning pairs and the cross-validation)
+import fit_duplicates as fit  # noqa: E402  (labelled pairs, cross-validation; sets MEMAUDIT_REFERENCE_DIR as tests do)
 
 SEED = 0
 EXTRA_JUDGMENTS = ("cifair_tuning_prior_judgments.csv", "cifair_tuning_experiment_judgments.csv")
-BUDGETS = (15, 25, 40, 60)   # weighted judged-false pairs on the 5,000 tuning test images (25 = 5 per 1,000)
 
 
 def _uniform(shape: tuple[int, ...], lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
@@ -159,27 +155,23 @@ def main() -> None:
     er = net.embed(ds.x_train)
 
     lab = fit.labelled_pairs(ds, files=fit.TUNING_JUDGMENTS + EXTRA_JUDGMENTS)
-    pos = lab[lab["cifair"]]
-    ret = duplicates._retrieve(x_query=ds.x_test, x_ref=ds.x_train, top_k=50, rows=pos["q"].to_numpy())
-    finder_rank = np.array([np.flatnonzero(c == r)[0] if (c == r).any() else 99 for c, r in zip(ret.cand, pos["r"])])
-    sim = net.embed(ds.x_test[pos["q"].to_numpy()]) @ er.T
-    own = sim[torch.arange(len(pos)), torch.as_tensor(pos["r"].to_numpy(np.int64, copy=True))]
-    learned_rank = (sim > own[:, None]).sum(1).numpy()
-    print(f"\n1. retrieval, ciFAIR's {len(pos)} tuning pairs 0/1: share with the train image among the k most similar")
+    cif = lab["cifair"].to_numpy(bool, copy=True)
+    q, r = lab["q"].to_numpy(), torch.as_tensor(lab["r"].to_numpy(np.int64, copy=True))
+    sim = net.embed(ds.x_test[q]) @ er.T                                   # (labelled pairs, 50,000)
+    own = sim[torch.arange(len(q)), r]
+    learned_rank = (sim[cif] > own[cif, None]).sum(1).numpy()
+    ret = duplicates._retrieve(x_query=ds.x_test, x_ref=ds.x_train, top_k=50, rows=q[cif])
+    finder_rank = np.array([np.flatnonzero(c == t)[0] if (c == t).any() else 99 for c, t in zip(ret.cand, r[cif])])
+    print(f"\n1. retrieval, ciFAIR's {int(cif.sum())} tuning pairs 0/1: share with the train image among the k most similar")
     for k in (1, 6, 20, 50):
         print(f"  k={k:2d}: finder {np.mean(finder_rank < k):.3f}   learned {np.mean(learned_rank < k):.3f}")
 
     x = fit.pair_signals(ds, lab)
-    q, r = lab["q"].to_numpy(), torch.as_tensor(lab["r"].to_numpy(np.int64, copy=True))
-    s_all = net.embed(ds.x_test[q]) @ er.T
-    gap = (s_all[torch.arange(len(q)), r] - s_all.topk(duplicates.HUB_RANK, dim=1).values[:, -1]).numpy()
-    grid = np.round(np.arange(0.30, 0.99, 0.01), 2)
+    gap = (own - sim.topk(duplicates.HUB_RANK, dim=1).values[:, -1]).numpy()
     print(f"\n2. the score, cross-validated on {len(lab)} labelled tuning pairs: share of ciFAIR's pairs at the lowest "
           "threshold whose weighted judged-false pairs are within each budget")
     for name, xx in (("finder's gap", x), ("learned gap", np.column_stack([x[:, :3], gap]))):
-        rec, fls = fit.cross_validate(xx, lab, grid)
-        cells = [f"<={b}: {rec[np.argmax(fls <= b)]:.3f}" if (fls <= b).any() else f"<={b}: -" for b in BUDGETS]
-        print(f"  {name:13s} " + "   ".join(cells))
+        print(f"  {name:13s} " + fit.within_budgets(xx, lab))
 
 
 if __name__ == "__main__":

@@ -38,9 +38,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import exp_copy_descriptor as copies  # noqa: E402  (this folder: augment, the extra judgments, paths)
-import fit_duplicates as fit  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+import exp_copy_descriptor as copies  # noqa: E402  (this folder: augment, the extra judgments)
+import fit_duplicates as fit  # noqa: E402  (sets MEMAUDIT_REFERENCE_DIR as tests/conftest.py does)
 
 from lib import data, duplicates  # noqa: E402
 
@@ -135,13 +137,10 @@ def main() -> None:
     cif, y = lab["cifair"].to_numpy(), lab["y"].to_numpy()
     print(f"\nverifier logit, mean: ciFAIR's pairs {v[cif].mean():.2f}, our same-shot pairs {v[~cif & (y == 1)].mean():.2f}, "
           f"our not-same-shot pairs {v[~cif & (y == 0)].mean():.2f}")
-    grid = np.round(np.arange(0.30, 0.99, 0.01), 2)
     print(f"cross-validated on {len(lab)} labelled tuning pairs: share of ciFAIR's pairs at the lowest threshold whose "
           "weighted judged-false pairs are within each budget")
     for name, xx in (("finder's signals", x), ("+ verifier", np.column_stack([x, v]))):
-        rec, fls = fit.cross_validate(xx, lab, grid)
-        print(f"  {name:17s}" + "   ".join(f"<={b}: {rec[np.argmax(fls <= b)]:.3f}" if (fls <= b).any() else f"<={b}: -"
-                                          for b in copies.BUDGETS))
+        print(f"  {name:17s}" + fit.within_budgets(xx, lab))
 
 
 if __name__ == "__main__":

@@ -105,6 +105,14 @@ def cross_validate(x: np.ndarray, lab: pd.DataFrame, grid: np.ndarray) -> tuple[
     return rec, fls
 
 
+def within_budgets(x: np.ndarray, lab: pd.DataFrame, budgets: tuple[float, ...] = (15, 25, 40, 60)) -> str:
+    """One line for the experiments (bench/exp_*.py): cross_validate's share of ciFAIR's pairs at the lowest
+    threshold whose weighted judged-false pairs are within each budget (25 = 5 per 1,000 tuning test images)."""
+    grid = np.round(np.arange(0.30, 0.99, 0.01), 2)
+    rec, fls = cross_validate(x, lab, grid)
+    return "   ".join(f"<={b}: {rec[np.argmax(fls <= b)]:.3f}" if (fls <= b).any() else f"<={b}: -" for b in budgets)
+
+
 def main() -> None:
     ds = data.load_cifar(dataset="cifar100")
     data.require_official(ds, "ciFAIR's duplicate list")

@@ -124,6 +124,8 @@ def read_payload():
     """In a child: the payload its parent sent. A child given a GPU says which one it sees (one line, stderr)."""
     gpu, payload = pickle.load(sys.stdin.buffer)
     if gpu is not None:
-        print(f"worker pid {os.getpid()}: CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}",
-              file=sys.stderr, flush=True)
+        # one write() per line: print() writes the text and its newline separately to the unbuffered stderr,
+        # and two siblings' lines then interleave ("...=GPU-5f1cworker pid ...")
+        sys.stderr.write(f"worker pid {os.getpid()}: CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}\n")
+        sys.stderr.flush()
     return payload

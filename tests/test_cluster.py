@@ -97,6 +97,26 @@ def test_the_gpus_are_those_cuda_visible_devices_leaves_this_process():
     assert workers.default_workers("cpu", n_jobs=100) == train.default_threads()  # CPU: one per core, as before
 
 
+def test_a_child_says_its_gpu_in_one_write(monkeypatch):
+    """Sibling children share stderr: a line written in two pieces (print's text, then its newline) interleaves with
+    a sibling's ("...=GPU-5f1cworker pid ..."), so the whole line goes out in one write."""
+    import io
+    import pickle
+
+    writes = []
+
+    class Recorder(io.StringIO):
+        def write(self, text):
+            writes.append(text)
+            return len(text)
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(pickle.dumps(("GPU-5f1c", {"n": 1})))))
+    monkeypatch.setattr(sys, "stderr", Recorder())
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5f1c")
+    assert workers.read_payload() == {"n": 1}
+    assert writes == [f"worker pid {os.getpid()}: CUDA_VISIBLE_DEVICES=GPU-5f1c\n"]
+
+
 @pytest.mark.slow
 def test_one_worker_per_gpu_each_child_sees_only_its_own(tmp_path, capfd):
     """Real children, given a GPU list: one worker per entry, each sees only its entry, and trains its share.

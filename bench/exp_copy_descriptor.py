@@ -51,48 +51,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from lib import data, duplicates  # noqa: E402
 
 import fit_duplicates as fit  # noqa: E402  (labelled pairs, cross-validation; sets MEMAUDIT_REFERENCE_DIR as tests do)
+from train_verifier import augment  # noqa: E402  (random copies of training images)
 
 SEED = 0
-EXTRA_JUDGMENTS = ("cifair_tuning_prior_judgments.csv", "cifair_tuning_experiment_judgments.csv")
-
-
-def _uniform(shape: tuple[int, ...], lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(shape, generator=g) * (hi - lo) + lo
-
-
-def augment(x_uint8: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """(n, 32, 32, 3) uint8 -> float32 in [0, 255]: a random copy of each image: rescaled by up to 1.35x either way
-    (the axes up to 10 % apart), shifted by up to 15 % (edges repeated), mirrored half the time; channel gains
-    0.85-1.15, contrast 0.7-1.3, brightness +-25, saturation 0.5-1.5 (grey one time in 10), hue +-0.1 turn;
-    blurred three times in 10, a 1-3 pixel frame one time in 10, noise of 2 levels. Draws come from g."""
-    n = len(x_uint8)
-    img = x_uint8.permute(0, 3, 1, 2).float()
-    scale, aspect = _uniform((n,), -0.3, 0.3, g), _uniform((n,), -0.1, 0.1, g)
-    th = torch.zeros(n, 2, 3)
-    th[:, 0, 0] = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) * torch.exp(-(scale + aspect))
-    th[:, 1, 1] = torch.exp(-(scale - aspect))
-    th[:, :, 2] = _uniform((n, 2), -0.15, 0.15, g)
-    img = F.grid_sample(img, F.affine_grid(th, list(img.shape), align_corners=False), padding_mode="border",
-                        align_corners=False)
-    mean = img.mean((1, 2, 3), keepdim=True)
-    img = ((img * _uniform((n, 3, 1, 1), 0.85, 1.15, g) - mean) * _uniform((n, 1, 1, 1), 0.7, 1.3, g)
-           + mean + _uniform((n, 1, 1, 1), -25, 25, g))
-    grey = img.mean(1, keepdim=True)
-    chroma = (img - grey) * _uniform((n, 1, 1, 1), 0.5, 1.5, g) * (torch.rand(n, 1, 1, 1, generator=g) >= 0.1)
-    ang = _uniform((n, 1, 1, 1), -0.2 * math.pi, 0.2 * math.pi, g)          # rotate chroma about the grey axis
-    k = 1 / math.sqrt(3)
-    cross = k * torch.stack([chroma[:, 2] - chroma[:, 1], chroma[:, 0] - chroma[:, 2], chroma[:, 1] - chroma[:, 0]], 1)
-    img = grey + chroma * torch.cos(ang) + cross * torch.sin(ang)
-    blur = torch.rand(n, generator=g) < 0.3
-    if blur.any():
-        img[blur] = duplicates._blur(img[blur], 0.8)
-    framed = torch.rand(n, generator=g) < 0.1
-    if framed.any():
-        w = int(torch.randint(1, 4, (1,), generator=g))
-        ring = torch.ones(1, 1, 32, 32)
-        ring[..., w:32 - w, w:32 - w] = 0
-        img[framed] = img[framed] * (1 - ring) + torch.rand(int(framed.sum()), 3, 1, 1, generator=g) * 255 * ring
-    return (img + torch.randn(img.shape, generator=g) * 2).clamp(0, 255).permute(0, 2, 3, 1)
 
 
 class CopyDescriptor(nn.Module):
@@ -154,7 +115,7 @@ def main() -> None:
     print(f"trained {a.epochs} epochs on the 50,000 training images: loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     er = net.embed(ds.x_train)
 
-    lab = fit.labelled_pairs(ds, files=fit.TUNING_JUDGMENTS + EXTRA_JUDGMENTS)
+    lab = fit.labelled_pairs(ds)
     cif = lab["cifair"].to_numpy(bool, copy=True)
     q, r = lab["q"].to_numpy(), torch.as_tensor(lab["r"].to_numpy(np.int64, copy=True))
     sim = net.embed(ds.x_test[q]) @ er.T                                   # (labelled pairs, 50,000)

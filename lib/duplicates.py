@@ -28,33 +28,40 @@ colour-changed, re-compressed or framed) are found in three stages:
 3. Refinement: from the best coarse alignment, ECC (maximising the correlation coefficient,
    Evangelidis & Psarakis 2008; ECC_STEPS Gauss-Newton steps on the 32x32 grey images blurred by
    1 pixel) fits x_ref = a x + c, y_ref = b y + d (mirrored when a < 0; |a|, |b| in [0.55, 1.8]).
-   At that alignment three signals are measured inside a 3-pixel margin: `pixel` and `gradient`,
+   At that alignment four signals are measured inside a 3-pixel margin: `pixel` and `gradient`,
    each the mean over 16 patches of 8x8 pixels of the patch's correlation (so that one shared
    silhouette or horizon cannot carry the whole image), of the grey levels (blur 0.7 px) and of the
-   (dx, dy) field (unblurred); and `colour` (_colour_fit): how much of each image's chroma an affine
-   colour map of the other explains, the smaller of the two. Grey levels cannot tell a red can from
-   a green one in the same studio pose; colour can, while a tinted or channel-swapped copy still fits.
+   (dx, dy) field (unblurred); `colour` (_colour_fit): how much of each image's chroma an affine
+   colour map of the other explains, the smaller of the two (grey levels cannot tell a red can from
+   a green one in the same studio pose; colour can, while a tinted or channel-swapped copy still fits);
+   and `verifier`: the logit of lib/verifier.py's small CNN, which sees the query, the aligned reference
+   and their difference, trained (bench/train_verifier.py, training images only) to tell random copies
+   from the look-alikes the finder's other signals score high (an edited copy from the same pose with
+   another object).
 
-Score: a logistic combination of four signals, fitted by bench/fit_duplicates.py on the tuning
-half of ciFAIR's judged pairs and of our own judged pairs (bench/cifair_tuning_judgments.csv,
-bench/cifair_tuning_delta_judgments.csv, bench/cifair_tuning_views_judgments.csv):
+Score: a logistic combination of five signals, fitted by bench/fit_duplicates.py on the tuning
+half of ciFAIR's judged pairs and of our own judged pairs (its FIT_JUDGMENTS files in bench/):
 
     score = sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_colour * colour
-                    + w_gap * (similarity - hub))
+                    + w_gap * (similarity - hub) + w_verifier * clip(verifier, *VERIFIER_CLIP))
 
-with SCORE_WEIGHTS = (w0, w_pixel, w_gradient, w_colour, w_gap); similarity - hub is how far the
+with SCORE_WEIGHTS = (w0, w_pixel, w_gradient, w_colour, w_gap, w_verifier); similarity - hub is how far the
 pair's retrieval similarity stands above the query's HUB_RANK-th neighbour (a copy stands out from
 its neighbours; a generic image does not). w0 is then shifted so that the default near threshold
-0.90 falls where the cross-validated estimate of false flags on the tuning half is 5 per 1,000 test
-images; the score ranks pairs by how likely they are the same shot (identical images score ~0.999),
-but it is calibrated to that operating point, not to a probability.
+0.90 falls at the lowest score where the false flags on the tuning half, counted directly (every unlisted
+tuning-half pair the fitted finder confirms at 0.80 or more was judged by eye:
+bench/cifair_tuning_verifier_judgments.csv), stay within 5 per 1,000 test images; the score ranks pairs by how
+likely they are the same shot (identical images score ~0.999), but it is calibrated to that operating point,
+not to a probability.
 
 Verdicts: exact -> kind "exact"; score >= near_threshold -> kind "near", verdict confirm;
 review_threshold <= score < near_threshold -> kind "review", verdict reject (listed for a
 person to decide through lib/review.py; notebook 03 pages them with the doubtful pairs first).
-colour is measured only for pairs whose score could reach COLOUR_FLOOR (0.5) with colour 1; the others
-score as if it were 1 (an upper bound, below 0.5), so a review threshold under 0.5 lists more pairs,
-never fewer.
+colour and the verifier are measured only for pairs whose score could reach COLOUR_FLOOR (0.5) with colour 1
+and the verifier at the top of VERIFIER_CLIP; the others score as if they were there (an upper bound, below
+0.5), so a review threshold under 0.5 lists more pairs, never fewer. With the fitted weights nearly every
+refined pair can reach 0.5 that way, so in a full search nearly all are measured (about 21,000 pairs of the
+10,000 x 50,000 search: 2 s on 2 cores).
 
 lib/planted.py plants known duplicates into real images, one ground truth the tests and
 bench/bench_duplicates.py measure this finder against; ciFAIR's judged lists are the other.
@@ -71,8 +78,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from lib import verifier
 
-PAIR_COLUMNS = ["query_idx", "ref_idx", "kind", "score", "pixel", "gradient", "colour", "verdict"]
+
+PAIR_COLUMNS = ["query_idx", "ref_idx", "kind", "score", "pixel", "gradient", "colour", "verifier", "verdict"]
 
 # ---- retrieval descriptor
 RES = 16               # both views are described at 16x16 grey
@@ -98,9 +107,12 @@ ECC_STEPS = 4          # Gauss-Newton steps of the correlation alignment (images
 MARGIN = 3             # comparisons ignore 3 pixels at each edge of the query
 COLOUR_BLUR = 1.0      # the colour fit compares both images blurred by 1 pixel
 GREY_CHROMA = 0.02     # an image whose chroma std is below this (about 5 of 255 levels) counts as grey
-COLOUR_FLOOR = 0.5     # colour is measured only for pairs whose score could reach this; others score as if it were 1
-# ---- score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_gap * (similarity - hub))
-SCORE_WEIGHTS = (-5.394, 1.158, 4.869, 2.042, 7.653)   # (w0, w_pixel, w_gradient, w_colour, w_gap): bench/fit_duplicates.py
+COLOUR_FLOOR = 0.5     # colour and the verifier are measured only for pairs whose score could reach this with colour 1
+                       # and the verifier at VERIFIER_CLIP's top; the others score as if they were there
+VERIFIER_CLIP = (-40.0, 12.0)  # the verifier's logit enters the score clipped to this range (lib/verifier.py)
+# ---- score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_colour * colour + w_gap * (similarity - hub)
+#                     + w_verifier * verifier)
+SCORE_WEIGHTS = (-1.120, 1.926, 0.145, 0.829, 8.101, 0.136)   # (w0, w_pixel, w_gradient, w_colour, w_gap, w_verifier)
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114]) / 255
 _PHI = torch.arange(N_ORIENT // 2, dtype=torch.float32) * 2 * np.pi / N_ORIENT
@@ -639,35 +651,59 @@ def _colour_fit(xq: torch.Tensor, cw: torch.Tensor) -> torch.Tensor:
     return out.float()
 
 
+def align_pairs(xq: torch.Tensor, xr: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paired (n, 32, 32, 3) uint8 images -> the queries and the references aligned to them as the finder aligns a
+    candidate (best coarse shift/zoom/mirror, then ECC), each (n, 3, 32, 32) float32 in [0, 1]."""
+    qs, ws = [torch.zeros(0, 3, 32, 32)], [torch.zeros(0, 3, 32, 32)]
+    for s in range(0, len(xq), chunk):
+        q, r = xq[s:s + chunk], xr[s:s + chunk]
+        gq, gr = _grey(q), _grey(r)
+        rp, rg = (v.half().float()[:, None] for v in _ref_windows(gr))     # as _score keeps them
+        p, _ = _ecc(gq, gr, _coarse(gq, rp, rg)[3][:, 0], ECC_STEPS)
+        ws.append(_sample(r.permute(0, 3, 1, 2).float() / 255, p, _C32).reshape(len(q), 3, 32, 32))
+        qs.append(q.permute(0, 3, 1, 2).float() / 255)
+    return torch.cat(qs), torch.cat(ws)
+
+
 def _refine(xq: torch.Tensor, xr: torch.Tensor, p0: torch.Tensor, gap: np.ndarray, colour_floor: float = COLOUR_FLOOR,
-            ) -> tuple[torch.Tensor, ...]:
-    """Paired images (n, 32, 32, 3), their coarse alignment and retrieval gaps -> (pixel, gradient, colour) at the
-    ECC alignment: the patch correlations of grey levels and of the gradient field, and _colour_fit. colour is
-    measured only where the score could reach colour_floor (with colour 1); elsewhere it is NaN."""
+            verify: bool = True) -> tuple[torch.Tensor, ...]:
+    """Paired images (n, 32, 32, 3), their coarse alignment and retrieval gaps -> (pixel, gradient, colour, verifier)
+    at the ECC alignment: the patch correlations of grey levels and of the gradient field, _colour_fit and the
+    verifier's logit (lib/verifier.py; not clipped). colour and verifier are measured only where the score could
+    reach colour_floor (with colour 1 and the verifier at the top of VERIFIER_CLIP); elsewhere they are NaN, and
+    the verifier is NaN everywhere when verify is False (bench/train_verifier.py trains it on this finder)."""
     gq, gr = _grey(xq), _grey(xr)
     p, _ = _ecc(gq, gr, p0, ECC_STEPS)
     gw = _sample(gr, p, _C32).reshape(len(p), 1, 32, 32)
     pix, grad = _patch_ncc(_blur(gq, 0.7), _blur(gw, 0.7)), _patch_ncc(_gradients(gq), _gradients(gw))
-    col = torch.full_like(pix, float("nan"))
-    need = torch.as_tensor(_combine(pix.numpy(), grad.numpy(), np.ones(len(p), np.float32), gap) >= colour_floor)
+    col, ver = torch.full_like(pix, float("nan")), torch.full_like(pix, float("nan"))
+    top = np.full(len(p), VERIFIER_CLIP[1], np.float32)
+    need = torch.as_tensor(_combine(pix.numpy(), grad.numpy(), np.ones(len(p), np.float32), gap, top) >= colour_floor)
     if need.any():
         cw = _sample(xr[need].permute(0, 3, 1, 2).float() / 255, p[need], _C32).reshape(-1, 3, 32, 32)
         col[need] = _colour_fit(xq[need], cw)
-    return pix, grad, col
+        if verify:
+            cq = xq[need].permute(0, 3, 1, 2).float() / 255
+            ver[need] = verifier.default().logits(cq[..., _IN, _IN], cw[..., _IN, _IN])
+    return pix, grad, col, ver
 
 
-def _combine(pixel: np.ndarray, gradient: np.ndarray, colour: np.ndarray, gap: np.ndarray) -> np.ndarray:
-    """The score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_colour * colour + w_gap * gap)."""
-    w0, wp, wg, wc, wh = SCORE_WEIGHTS
-    z = w0 + wp * pixel + wg * gradient + wc * colour + wh * gap
+def _combine(pixel: np.ndarray, gradient: np.ndarray, colour: np.ndarray, gap: np.ndarray,
+             ver: np.ndarray) -> np.ndarray:
+    """The score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_colour * colour + w_gap * gap
+    + w_verifier * the verifier's logit clipped to VERIFIER_CLIP)."""
+    w0, wp, wg, wc, wh, wv = SCORE_WEIGHTS
+    z = w0 + wp * pixel + wg * gradient + wc * colour + wh * gap + wv * np.clip(ver, *VERIFIER_CLIP)
     return (1 / (1 + np.exp(-np.clip(z, -50, 50)))).astype(np.float32)
 
 
 def _score(*, x_query, x_ref, cand: np.ndarray, sim: np.ndarray, hub: np.ndarray, gate: float | None,
-           colour_floor: float = COLOUR_FLOOR, block: int = 512, progress: bool = False) -> tuple[np.ndarray, ...]:
-    """score, pixel, gradient, colour, coarse score (n_query, k) of each query against its candidates; candidates
-    whose coarse score is below `gate` are not refined (score 0, pixel, gradient and colour NaN). colour is
-    measured where the score could reach colour_floor, and counts as 1 elsewhere (NaN in the output)."""
+           colour_floor: float = COLOUR_FLOOR, verify: bool = True, block: int = 512,
+           progress: bool = False) -> tuple[np.ndarray, ...]:
+    """score, pixel, gradient, colour, verifier, coarse score (n_query, k) of each query against its candidates;
+    candidates whose coarse score is below `gate` are not refined (score 0, the signals NaN). colour and the
+    verifier are measured where the score could reach colour_floor, and count as 1 and the top of VERIFIER_CLIP
+    elsewhere (NaN in the output); verify=False: the verifier is never run (and counts as that top)."""
     xq_all, xr_all = torch.as_tensor(np.asarray(x_query)), torch.as_tensor(np.asarray(x_ref))
     cand = np.asarray(cand, np.int64)
     n_q, k = cand.shape
@@ -689,22 +725,23 @@ def _score(*, x_query, x_ref, cand: np.ndarray, sim: np.ndarray, hub: np.ndarray
     pix = np.full((n_q, k), np.nan, np.float32)
     grad = np.full((n_q, k), np.nan, np.float32)
     col = np.full((n_q, k), np.nan, np.float32)
+    ver = np.full((n_q, k), np.nan, np.float32)
     gap = np.asarray(sim, np.float32) - np.asarray(hub, np.float32)[:, None]
     qi, ki = np.nonzero(coarse >= gate) if gate is not None else np.nonzero(np.ones((n_q, k), bool))
     for s in range(0, len(qi), 1024):
         q, kk = qi[s:s + 1024], ki[s:s + 1024]
-        a, g, c = _refine(xq_all[torch.as_tensor(q)], xr_all[torch.as_tensor(cand[q, kk])],
-                          torch.as_tensor(align[q, kk]), gap[q, kk], colour_floor)
-        pix[q, kk], grad[q, kk], col[q, kk] = a.numpy(), g.numpy(), c.numpy()
+        a, g, c, v = _refine(xq_all[torch.as_tensor(q)], xr_all[torch.as_tensor(cand[q, kk])],
+                             torch.as_tensor(align[q, kk]), gap[q, kk], colour_floor, verify)
+        pix[q, kk], grad[q, kk], col[q, kk], ver[q, kk] = a.numpy(), g.numpy(), c.numpy(), v.numpy()
     score = np.where(np.isfinite(pix), _combine(np.nan_to_num(pix), np.nan_to_num(grad), np.nan_to_num(col, nan=1.0),
-                                                gap), 0)
-    return score.astype(np.float32), pix, grad, col, coarse
+                                                gap, np.nan_to_num(ver, nan=VERIFIER_CLIP[1])), 0)
+    return score.astype(np.float32), pix, grad, col, ver, coarse
 
 
 def score_candidates(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | torch.Tensor, cand: np.ndarray,
                      same_set: bool = False, progress: bool = False) -> tuple[np.ndarray, ...]:
-    """Score of each query against each of its candidates: (score, pixel, gradient, colour), each (n_query, k)
-    float32.
+    """Score of each query against each of its candidates: (score, pixel, gradient, colour, verifier), each
+    (n_query, k) float32.
 
     cand: (n_query, k) reference indices. Every candidate is refined (no COARSE_GATE). The retrieval
     similarity and the query's hub similarity are measured against the whole of x_ref, as in find()
@@ -713,12 +750,12 @@ def score_candidates(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | 
     x_query, x_ref = np.asarray(x_query), np.asarray(x_ref)
     cand = np.asarray(cand, np.int64)
     sim, hub = _pair_similarity(x_query=x_query, x_ref=x_ref, cand=cand, same_set=same_set)
-    return _score(x_query=x_query, x_ref=x_ref, cand=cand, sim=sim, hub=hub, gate=None, progress=progress)[:4]
+    return _score(x_query=x_query, x_ref=x_ref, cand=cand, sim=sim, hub=hub, gate=None, progress=progress)[:5]
 
 
 def score_pairs(*, x_query: np.ndarray | torch.Tensor, x_ref: np.ndarray | torch.Tensor, pairs: np.ndarray,
                 same_set: bool = False) -> tuple[np.ndarray, ...]:
-    """score_candidates for given (query index, reference index) pairs: (score, pixel, gradient, colour),
+    """score_candidates for given (query index, reference index) pairs: (score, pixel, gradient, colour, verifier),
     (n_pairs,) each."""
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     x_query = np.asarray(x_query)
@@ -744,17 +781,18 @@ def candidates(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set: 
 def near_scores(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set: bool = False,
                 rows: np.ndarray | None = None, progress: bool = False) -> pd.DataFrame:
     """Every retrieved candidate of the queries `rows` (default all) with find()'s signals: query_idx, ref_idx,
-    score, pixel, gradient, colour (score 0 and NaN signals below COARSE_GATE). find() flags these by its thresholds;
-    a query's candidates do not depend on which other queries are searched, so a subset gives find()'s
+    score, pixel, gradient, colour, verifier (score 0 and NaN signals below COARSE_GATE). find() flags these by its
+    thresholds; a query's candidates do not depend on which other queries are searched, so a subset gives find()'s
     answer for those queries (tests use this)."""
     rows = np.arange(len(x_query)) if rows is None else np.asarray(rows, np.int64)
     ret = _retrieve(x_query=x_query, x_ref=x_ref, top_k=top_k, same_set=same_set, rows=rows, progress=progress)
     xq = np.asarray(x_ref if same_set else x_query)[rows]
-    score, pix, grad, col, _ = _score(x_query=xq, x_ref=x_ref, cand=ret.cand, sim=ret.sim, hub=ret.hub,
-                                      gate=COARSE_GATE, progress=progress)
+    score, pix, grad, col, ver, _ = _score(x_query=xq, x_ref=x_ref, cand=ret.cand, sim=ret.sim, hub=ret.hub,
+                                           gate=COARSE_GATE, progress=progress)
     k = ret.cand.shape[1]
     return pd.DataFrame({"query_idx": np.repeat(rows, k), "ref_idx": ret.cand.reshape(-1), "score": score.reshape(-1),
-                         "pixel": pix.reshape(-1), "gradient": grad.reshape(-1), "colour": col.reshape(-1)})
+                         "pixel": pix.reshape(-1), "gradient": grad.reshape(-1), "colour": col.reshape(-1),
+                         "verifier": ver.reshape(-1)})
 
 
 def find(*, x_query: np.ndarray, x_ref: np.ndarray, near_threshold: float, review_threshold: float,
@@ -768,25 +806,26 @@ def find(*, x_query: np.ndarray, x_ref: np.ndarray, near_threshold: float, revie
     t0 = time.perf_counter()
     exact = exact_pairs(x_query=x_query, x_ref=x_ref, same_set=same_set)
     rows = [pd.DataFrame({"query_idx": exact[:, 0], "ref_idx": exact[:, 1], "kind": "exact", "score": 1.0,
-                          "pixel": 1.0, "gradient": 1.0, "colour": 1.0, "verdict": "confirm"})]
+                          "pixel": 1.0, "gradient": 1.0, "colour": 1.0, "verifier": np.nan, "verdict": "confirm"})]
     best_score = np.zeros(len(x_query), np.float32)
     best_ref = np.full(len(x_query), -1, np.int64)
     if not exact_only and len(x_query) and len(x_ref) > (1 if same_set else 0):
         c = near_scores(x_query=x_query, x_ref=x_ref, top_k=top_k, same_set=same_set, progress=progress)
         q, r = c["query_idx"].to_numpy(), c["ref_idx"].to_numpy()
-        score, pix, grad, col = (c[k].to_numpy() for k in ("score", "pixel", "gradient", "colour"))
+        score, pix, grad, col, ver = (c[k].to_numpy() for k in ("score", "pixel", "gradient", "colour", "verifier"))
         order = np.lexsort((-score, q))                           # per query, best first
         first = order[np.r_[True, q[order][1:] != q[order][:-1]]]
         scored = score[first] > 0
         best_score[q[first][scored]] = score[first][scored]
         best_ref[q[first][scored]] = r[first][scored]
         flagged = score >= review_threshold
-        q, r, score, pix, grad, col = (v[flagged] for v in (q, r, score, pix, grad, col))
+        q, r, score, pix, grad, col, ver = (v[flagged] for v in (q, r, score, pix, grad, col, ver))
         if same_set:  # each unordered pair once, as (smaller, larger)
             q, r = np.minimum(q, r), np.maximum(q, r)
         near = pd.DataFrame({"query_idx": q, "ref_idx": r, "kind": np.where(score >= near_threshold, "near", "review"),
                              "score": score.astype(np.float64), "pixel": pix.astype(np.float64),
-                             "gradient": grad.astype(np.float64), "colour": col.astype(np.float64)})
+                             "gradient": grad.astype(np.float64), "colour": col.astype(np.float64),
+                             "verifier": ver.astype(np.float64)})
         near["verdict"] = np.where(near["kind"] == "near", "confirm", "reject")
         near = near.sort_values("score", ascending=False).drop_duplicates(["query_idx", "ref_idx"])
         if len(exact):  # an exact pair is listed once, as exact

@@ -127,7 +127,7 @@ def main() -> None:
     for k in (1, 6, 20, 50):
         print(f"  k={k:2d}: finder {np.mean(finder_rank < k):.3f}   learned {np.mean(learned_rank < k):.3f}")
 
-    x = fit.pair_signals(ds, lab)
+    x = fit.pair_signals(ds, lab)[:, :4]        # pixel, gradient, colour and the finder's gap (not the verifier)
     gap = (own - sim.topk(duplicates.HUB_RANK, dim=1).values[:, -1]).numpy()
     print(f"\n2. the score, cross-validated on {len(lab)} labelled tuning pairs: share of ciFAIR's pairs at the lowest "
           "threshold whose weighted judged-false pairs are within each budget")

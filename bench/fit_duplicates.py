@@ -71,14 +71,26 @@ def logistic_fit(x: np.ndarray, y: np.ndarray, iters: int = 50) -> np.ndarray:
     return w
 
 
+def _cifair_tuning(ds) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """(tune, listed, pos): the tuning-half mask of the test images, ciFAIR's whole train-test list, and its
+    tuning-half pairs judged 0 or 1."""
+    tune = planted.cifair_halves(len(ds.x_test))
+    listed = cifair.read_list(reference.fetch("cifair_cifar100"))
+    return tune, listed, listed[tune[listed["test_idx"]] & listed["judgment"].isin([0, 1])]
+
+
+def _judgments(files: tuple[str, ...], tune: np.ndarray) -> pd.DataFrame:
+    """Our judgment files in bench/, concatenated (all tuning-half pairs)."""
+    judged = pd.concat([pd.read_csv(ROOT / "bench" / f) for f in files], ignore_index=True)
+    assert tune[judged["test_idx"]].all(), "tuning judgments must come from the tuning half"
+    return judged
+
+
 def labelled_pairs(ds, files: tuple[str, ...] = FIT_JUDGMENTS) -> pd.DataFrame:
     """The labelled tuning-half pairs: q (test), r (train), y (1 same shot), weight (of a judged-false pair in the
     false-flag estimate), cifair (True: ciFAIR's pair judged 0 or 1; False: judged by us, from `files` in bench/)."""
-    tune = planted.cifair_halves(len(ds.x_test))
-    listed = cifair.read_list(reference.fetch("cifair_cifar100"))
-    pos = listed[tune[listed["test_idx"]] & listed["judgment"].isin([0, 1])]
-    judged = pd.concat([pd.read_csv(ROOT / "bench" / f) for f in files], ignore_index=True)
-    assert tune[judged["test_idx"]].all(), "tuning judgments must come from the tuning half"
+    tune, _, pos = _cifair_tuning(ds)
+    judged = _judgments(files, tune)
     judged = judged[judged["judgment"] >= 0]
     return pd.concat([pd.DataFrame({"q": pos["test_idx"], "r": pos["train_idx"], "y": 1, "weight": 1.0, "cifair": True}),
                       pd.DataFrame({"q": judged["test_idx"], "r": judged["train_idx"], "y": judged["judgment"],
@@ -129,7 +141,7 @@ def direct_operating_point(ds, w: np.ndarray, grid: tuple[float, ...] = DIRECT_G
     confirmed pairs by our judgments (TUNING_JUDGMENTS; same 1, false 0, unsure -1, or none). The false-flag
     estimate is false + unsure / 2 + unjudged times the judged false share; the operating point is the lowest t
     whose estimate is within FALSE_GOAL."""
-    tune = planted.cifair_halves(len(ds.x_test))
+    tune, listed, pos = _cifair_tuning(ds)
     rows = np.flatnonzero(tune)
     in_use = duplicates.SCORE_WEIGHTS
     try:
@@ -139,11 +151,9 @@ def direct_operating_point(ds, w: np.ndarray, grid: tuple[float, ...] = DIRECT_G
     finally:
         duplicates.SCORE_WEIGHTS = in_use
     score = dict(zip(zip(rows[found.pairs["query_idx"]], found.pairs["ref_idx"]), found.pairs["score"]))
-    listed = cifair.read_list(reference.fetch("cifair_cifar100"))
-    pos = listed[tune[listed["test_idx"]] & listed["judgment"].isin([0, 1])]
     pos_score = np.array([score.get(k, 0.0) for k in zip(pos["test_idx"], pos["train_idx"])])
     keys = set(zip(listed["test_idx"], listed["train_idx"]))
-    judged = pd.concat([pd.read_csv(ROOT / "bench" / f) for f in TUNING_JUDGMENTS], ignore_index=True)
+    judged = _judgments(TUNING_JUDGMENTS, tune)
     verdict = dict(zip(zip(judged["test_idx"], judged["train_idx"]), judged["judgment"]))
     un = [(s, verdict.get(k)) for k, s in score.items() if k not in keys]
     table = []

@@ -104,7 +104,7 @@ def pair_signals(ds, lab: pd.DataFrame) -> np.ndarray:
     pairs = lab[["q", "r"]].to_numpy()
     sim, hub = duplicates._pair_similarity(x_query=ds.x_test[pairs[:, 0]], x_ref=ds.x_train, cand=pairs[:, 1:2])
     _, pix, grad, col, ver, _ = duplicates._score(x_query=ds.x_test[pairs[:, 0]], x_ref=ds.x_train,
-                                                  cand=pairs[:, 1:2], sim=sim, hub=hub, gate=None, colour_floor=0.0)
+                                                  cand=pairs[:, 1:2], sim=sim, hub=hub, gate=None, measure_floor=0.0)
     return np.column_stack([pix[:, 0], grad[:, 0], col[:, 0], sim[:, 0] - hub,
                             np.clip(ver[:, 0], *duplicates.VERIFIER_CLIP)])
 

@@ -78,7 +78,7 @@ def lookalikes(x: np.ndarray, progress: bool = True) -> np.ndarray:
     gate and score below LOOKALIKE_BELOW by BASE_WEIGHTS."""
     ret = duplicates._retrieve(x_query=x, x_ref=x, top_k=NEIGHBOURS, same_set=True, progress=progress)
     _, pix, grad, col, _, _ = duplicates._score(x_query=x, x_ref=x, cand=ret.cand, sim=ret.sim, hub=ret.hub,
-                                                gate=duplicates.COARSE_GATE, colour_floor=0.0, verify=False,
+                                                gate=duplicates.COARSE_GATE, measure_floor=0.0, verify=False,
                                                 progress=progress)
     z = np.tensordot(BASE_WEIGHTS, np.stack([np.ones_like(pix), pix, grad, col, ret.sim - ret.hub[:, None]]), axes=1)
     q, k = np.nonzero(np.isfinite(z) & (1 / (1 + np.exp(-np.nan_to_num(z))) < LOOKALIKE_BELOW))

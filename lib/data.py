@@ -90,6 +90,7 @@ class Cifar:
     classes: np.ndarray          # (n_classes,) original label id of each class
     idx_train: np.ndarray        # (n_train,) int64 row in the on-disk train set
     idx_test: np.ndarray         # (n_test,) int64 row in the on-disk test set
+    file_md5: dict[str, str] = dataclasses.field(default_factory=dict)  # md5 of each file as read (checksum_report)
 
     def __post_init__(self):
         if self.official != (self.verdict in OFFICIAL_VERDICTS):
@@ -122,12 +123,14 @@ def md5(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def checksum_report(folder: Path, dataset: str) -> dict[str, tuple[str | None, bool]]:
-    """file -> (md5 or None if missing, matches official)."""
+def checksum_report(folder: Path, dataset: str, file_md5: dict[str, str] | None = None,
+                    ) -> dict[str, tuple[str | None, bool]]:
+    """file -> (md5 or None if missing, matches official). file_md5: md5s already measured (a loaded Cifar's
+    `file_md5`, taken as its files were read); the files not in it are hashed here."""
     out = {}
     for name, want in SOURCES[dataset]["files"].items():
         path = Path(folder) / name
-        got = md5(path) if path.is_file() else None
+        got = (file_md5 or {}).get(name) or (md5(path) if path.is_file() else None)
         out[name] = (got, got == want)
     return out
 
@@ -301,7 +304,7 @@ def read_raw(folder: Path, dataset: str) -> dict:
     for name in names:
         _check_blob(blobs[name], path=folder / name, dataset=dataset)
     verdict, reason = verdict_of(dataset=dataset, file_md5=file_md5, blobs=blobs)
-    return dict(verdict=verdict, verdict_reason=reason, **_arrays(blobs, dataset))
+    return dict(verdict=verdict, verdict_reason=reason, file_md5=file_md5, **_arrays(blobs, dataset))
 
 
 # the label lists of each kind of file, and how many classes each may name
@@ -390,7 +393,7 @@ def load_cifar(*, dataset: str = "cifar100", data_dir: str = "", download_missin
         x_train=raw["x_train"], y_train=raw["y_train"], x_test=raw["x_test"], y_test=raw["y_test"],
         coarse_train=raw["coarse_train"], coarse_test=raw["coarse_test"],
         class_names=raw["class_names"], classes=np.arange(len(raw["class_names"])),
-        idx_train=np.arange(len(raw["y_train"])), idx_test=np.arange(len(raw["y_test"])),
+        idx_train=np.arange(len(raw["y_train"])), idx_test=np.arange(len(raw["y_test"])), file_md5=raw["file_md5"],
     )
     return subset(full, classes=classes, n_train_per_class=n_train_per_class,
                   n_test_per_class=n_test_per_class, seed=seed)

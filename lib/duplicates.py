@@ -57,7 +57,7 @@ not to a probability.
 Verdicts: exact -> kind "exact"; score >= near_threshold -> kind "near", verdict confirm;
 review_threshold <= score < near_threshold -> kind "review", verdict reject (listed for a
 person to decide through lib/review.py; notebook 03 pages them with the doubtful pairs first).
-colour and the verifier are measured only for pairs whose score could reach COLOUR_FLOOR (0.5) with colour 1
+colour and the verifier are measured only for pairs whose score could reach MEASURE_FLOOR (0.5) with colour 1
 and the verifier at the top of VERIFIER_CLIP; the others score as if they were there (an upper bound, below
 0.5), so a review threshold under 0.5 lists more pairs, never fewer. With the fitted weights nearly every
 refined pair can reach 0.5 that way, so in a full search nearly all are measured (about 21,000 pairs of the
@@ -107,7 +107,7 @@ ECC_STEPS = 4          # Gauss-Newton steps of the correlation alignment (images
 MARGIN = 3             # comparisons ignore 3 pixels at each edge of the query
 COLOUR_BLUR = 1.0      # the colour fit compares both images blurred by 1 pixel
 GREY_CHROMA = 0.02     # an image whose chroma std is below this (about 5 of 255 levels) counts as grey
-COLOUR_FLOOR = 0.5     # colour and the verifier are measured only for pairs whose score could reach this with colour 1
+MEASURE_FLOOR = 0.5     # colour and the verifier are measured only for pairs whose score could reach this with colour 1
                        # and the verifier at VERIFIER_CLIP's top; the others score as if they were there
 VERIFIER_CLIP = (-40.0, 12.0)  # the verifier's logit enters the score clipped to this range (lib/verifier.py)
 # ---- score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_colour * colour + w_gap * (similarity - hub)
@@ -665,12 +665,12 @@ def align_pairs(xq: torch.Tensor, xr: torch.Tensor, chunk: int = 1024) -> tuple[
     return torch.cat(qs), torch.cat(ws)
 
 
-def _refine(xq: torch.Tensor, xr: torch.Tensor, p0: torch.Tensor, gap: np.ndarray, colour_floor: float = COLOUR_FLOOR,
+def _refine(xq: torch.Tensor, xr: torch.Tensor, p0: torch.Tensor, gap: np.ndarray, measure_floor: float = MEASURE_FLOOR,
             verify: bool = True) -> tuple[torch.Tensor, ...]:
     """Paired images (n, 32, 32, 3), their coarse alignment and retrieval gaps -> (pixel, gradient, colour, verifier)
     at the ECC alignment: the patch correlations of grey levels and of the gradient field, _colour_fit and the
     verifier's logit (lib/verifier.py; not clipped). colour and verifier are measured only where the score could
-    reach colour_floor (with colour 1 and the verifier at the top of VERIFIER_CLIP); elsewhere they are NaN, and
+    reach measure_floor (with colour 1 and the verifier at the top of VERIFIER_CLIP); elsewhere they are NaN, and
     the verifier is NaN everywhere when verify is False (bench/train_verifier.py trains it on this finder)."""
     gq, gr = _grey(xq), _grey(xr)
     p, _ = _ecc(gq, gr, p0, ECC_STEPS)
@@ -678,7 +678,7 @@ def _refine(xq: torch.Tensor, xr: torch.Tensor, p0: torch.Tensor, gap: np.ndarra
     pix, grad = _patch_ncc(_blur(gq, 0.7), _blur(gw, 0.7)), _patch_ncc(_gradients(gq), _gradients(gw))
     col, ver = torch.full_like(pix, float("nan")), torch.full_like(pix, float("nan"))
     top = np.full(len(p), VERIFIER_CLIP[1], np.float32)
-    need = torch.as_tensor(_combine(pix.numpy(), grad.numpy(), np.ones(len(p), np.float32), gap, top) >= colour_floor)
+    need = torch.as_tensor(_combine(pix.numpy(), grad.numpy(), np.ones(len(p), np.float32), gap, top) >= measure_floor)
     if need.any():
         cw = _sample(xr[need].permute(0, 3, 1, 2).float() / 255, p[need], _C32).reshape(-1, 3, 32, 32)
         col[need] = _colour_fit(xq[need], cw)
@@ -698,11 +698,11 @@ def _combine(pixel: np.ndarray, gradient: np.ndarray, colour: np.ndarray, gap: n
 
 
 def _score(*, x_query, x_ref, cand: np.ndarray, sim: np.ndarray, hub: np.ndarray, gate: float | None,
-           colour_floor: float = COLOUR_FLOOR, verify: bool = True, block: int = 512,
+           measure_floor: float = MEASURE_FLOOR, verify: bool = True, block: int = 512,
            progress: bool = False) -> tuple[np.ndarray, ...]:
     """score, pixel, gradient, colour, verifier, coarse score (n_query, k) of each query against its candidates;
     candidates whose coarse score is below `gate` are not refined (score 0, the signals NaN). colour and the
-    verifier are measured where the score could reach colour_floor, and count as 1 and the top of VERIFIER_CLIP
+    verifier are measured where the score could reach measure_floor, and count as 1 and the top of VERIFIER_CLIP
     elsewhere (NaN in the output); verify=False: the verifier is never run (and counts as that top)."""
     xq_all, xr_all = torch.as_tensor(np.asarray(x_query)), torch.as_tensor(np.asarray(x_ref))
     cand = np.asarray(cand, np.int64)
@@ -731,7 +731,7 @@ def _score(*, x_query, x_ref, cand: np.ndarray, sim: np.ndarray, hub: np.ndarray
     for s in range(0, len(qi), 1024):
         q, kk = qi[s:s + 1024], ki[s:s + 1024]
         a, g, c, v = _refine(xq_all[torch.as_tensor(q)], xr_all[torch.as_tensor(cand[q, kk])],
-                             torch.as_tensor(align[q, kk]), gap[q, kk], colour_floor, verify)
+                             torch.as_tensor(align[q, kk]), gap[q, kk], measure_floor, verify)
         pix[q, kk], grad[q, kk], col[q, kk], ver[q, kk] = a.numpy(), g.numpy(), c.numpy(), v.numpy()
     score = np.where(np.isfinite(pix), _combine(np.nan_to_num(pix), np.nan_to_num(grad), np.nan_to_num(col, nan=1.0),
                                                 gap, np.nan_to_num(ver, nan=VERIFIER_CLIP[1])), 0)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,8 +269,8 @@ def train_jobs(P: params_mod.Params, planned: list[Planned], jobs: list[tuple[st
     ds = data.load(P)
     device = params_mod.resolve_device(P)
     by_name = {p.condition.name: p for p in planned}
-    for name, i in jobs:
-        run_condition(P=P, ds=ds, planned=by_name[name], device=device, ids=[i], progress=False)
+    for name, run in itertools.groupby(jobs, key=lambda job: job[0]):   # one store opening per run of a condition
+        run_condition(P=P, ds=ds, planned=by_name[name], device=device, ids=[i for _, i in run], progress=False)
 
 
 def slurm_task(P: params_mod.Params, planned: list[Planned], jobs: list) -> int:

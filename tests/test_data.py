@@ -96,6 +96,9 @@ def test_tiny_copy_with_published_file_md5s_is_official_file(tmp_path, monkeypat
     assert report["train"][1] and not report["test"][1]
     ds = data.load_cifar(data_dir=str(tmp_path), download_missing=False)
     assert ds.verdict == data.NOT_OFFICIAL and "md5 of test differs" in ds.verdict_reason
+    # the md5s taken while loading are the files' own, so notebook 00's report need not read the files again
+    assert ds.file_md5 == {n: data.md5(folder / n) for n in ("train", "test", "meta")}
+    assert data.checksum_report(folder, "cifar100", ds.file_md5) == report
 
 
 def test_tiny_copy_with_published_content_is_official_content(tmp_path, monkeypatch):

@@ -225,7 +225,7 @@ def test_views_bring_cropped_copies_up(cifar, monkeypatch):
     assert (with_views <= without).mean() > 0.9
 
 
-def test_colour_floor_only_skips_pairs_that_cannot_reach_it(smoke_data):
+def test_measure_floor_only_skips_pairs_that_cannot_reach_it(smoke_data):
     # floor 0.9, not the default 0.5: with the fitted weights nearly every refined pair could reach 0.5 with colour 1
     # and the verifier at the top of VERIFIER_CLIP, so at 0.5 almost nothing is skipped and the skip is not tested
     x = smoke_data.x_test[:200]
@@ -233,7 +233,7 @@ def test_colour_floor_only_skips_pairs_that_cannot_reach_it(smoke_data):
     sim, hub = duplicates._pair_similarity(x_query=x, x_ref=smoke_data.x_train[:800], cand=cand)
     kw = dict(x_query=x, x_ref=smoke_data.x_train[:800], cand=cand, sim=sim, hub=hub, gate=None)
     at = 0.9
-    floor, every = duplicates._score(**kw, colour_floor=at), duplicates._score(**kw, colour_floor=0.0)
+    floor, every = duplicates._score(**kw, measure_floor=at), duplicates._score(**kw, measure_floor=0.0)
     high = every[0] >= at
     assert high.sum() >= 5 and (~high).sum() >= 100
     assert np.allclose(floor[0][high], every[0][high], atol=1e-6)          # a pair that can reach it is measured

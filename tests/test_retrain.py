@@ -222,6 +222,29 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
         retrain.open_condition(P=P, planned=other, ds=ds)
 
 
+def test_a_worker_opens_each_condition_once_per_run_of_its_models(tmp_path, monkeypatch):
+    """train_jobs (a worker process or a SLURM task) trains its (condition, model) pairs in order, opening a
+    condition's store once for each run of consecutive models of it, and fills every row it was given."""
+    import dataclasses
+
+    from lib import data
+
+    P = params.load("smoke", retrain_epochs=1, lr_peak_epoch=0.5, n_retrain_models=2, width=8, batch_size=32,
+                    classes=[0, 1, 2], n_train_per_class=20, n_test_per_class=10)
+    b = _buckets(memorized_idx=np.array([0, 5, 9, 30]), leakage_shift_idx=np.array([5]), cause=np.array(["exact"]),
+                 memorized_bucket_idx=np.array([0, 9, 30]))
+    planned = [dataclasses.replace(q, path=tmp_path / q.condition.name) for q in retrain.plan(P=P, buckets=b)
+               if q.condition.name in ("full_wd", "minus_memorized_wd")]
+    opened, real = [], retrain.open_condition
+    monkeypatch.setattr(retrain, "open_condition",
+                        lambda **kw: opened.append(kw["planned"].condition.name) or real(**kw))
+    retrain.train_jobs(P, planned, [("full_wd", 0), ("full_wd", 1), ("minus_memorized_wd", 1), ("full_wd", 1)])
+    assert opened == ["full_wd", "minus_memorized_wd", "full_wd"]
+    stores = {q.condition.name: real(P=P, planned=q, ds=data.load(P), mode="r") for q in planned}
+    assert stores["full_wd"].completed.tolist() == [True, True]
+    assert stores["minus_memorized_wd"].completed.tolist() == [False, True]
+
+
 def _write_cifar100(folder, *, x_train, y_train, coarse_train, copy_from) -> None:
     """A cifar-100-python/ folder in the official pickle layout (lib/data.py read_raw): `train` written
     from the arrays, `test` and `meta` copied from the folder `copy_from`."""

@@ -180,6 +180,14 @@ def test_signature_tracks_the_removal_set(P):
 
 
 @pytest.mark.slow
+def _tiny() -> tuple[params.Params, Buckets]:
+    """Two one-epoch models per condition on 60 images of 3 classes, and buckets that fit them."""
+    P = params.load("smoke", retrain_epochs=1, lr_peak_epoch=0.5, n_retrain_models=2, width=8, batch_size=32,
+                    classes=[0, 1, 2], n_train_per_class=20, n_test_per_class=10)
+    return P, _buckets(memorized_idx=np.array([0, 5, 9, 30]), leakage_shift_idx=np.array([5]),
+                       cause=np.array(["exact"]), memorized_bucket_idx=np.array([0, 9, 30]))
+
+
 def test_resumed_run_equals_uninterrupted(tmp_path):
     """Two models of a random control: one then the other (a resume) equals both at once, bit for bit,
     and so do two worker processes sharing the condition."""
@@ -187,11 +195,8 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
 
     from lib import data
 
-    P = params.load("smoke", retrain_epochs=1, lr_peak_epoch=0.5, n_retrain_models=2, width=8, batch_size=32,
-                    classes=[0, 1, 2], n_train_per_class=20, n_test_per_class=10)
+    P, b = _tiny()
     ds = data.load(P)
-    b = _buckets(memorized_idx=np.array([0, 5, 9, 30]), leakage_shift_idx=np.array([5]), cause=np.array(["exact"]),
-                 memorized_bucket_idx=np.array([0, 9, 30]))
     p = {q.condition.name: q for q in retrain.plan(P=P, buckets=b)}["random_for_minus_memorized_wd"]
     stores = {}
     for run, steps in (("resumed", [[0], None]), ("straight", [None])):
@@ -229,10 +234,7 @@ def test_a_worker_opens_each_condition_once_per_run_of_its_models(tmp_path, monk
 
     from lib import data
 
-    P = params.load("smoke", retrain_epochs=1, lr_peak_epoch=0.5, n_retrain_models=2, width=8, batch_size=32,
-                    classes=[0, 1, 2], n_train_per_class=20, n_test_per_class=10)
-    b = _buckets(memorized_idx=np.array([0, 5, 9, 30]), leakage_shift_idx=np.array([5]), cause=np.array(["exact"]),
-                 memorized_bucket_idx=np.array([0, 9, 30]))
+    P, b = _tiny()
     planned = [dataclasses.replace(q, path=tmp_path / q.condition.name) for q in retrain.plan(P=P, buckets=b)
                if q.condition.name in ("full_wd", "minus_memorized_wd")]
     opened, real = [], retrain.open_condition

@@ -4,9 +4,9 @@
 
 Training images only, no judgment and no test image (the tuning and report halves of ciFAIR's lists stay unseen):
   - not the same shot: each training image's NEIGHBOURS nearest other training images (the finder's retrieval)
-    whose coarse score reaches LOOKALIKE_GATE (0.65) and that its score *before the verifier* (BASE_WEIGHTS: pixel,
-    gradient, colour and the retrieval gap) puts below LOOKALIKE_BELOW: look-alikes the finder has already aligned,
-    such as the same studio pose with another object. A few unlisted copies among them are label noise.
+    that pass its coarse gate and that its score *before the verifier* (BASE_WEIGHTS: pixel, gradient, colour and
+    the retrieval gap) puts below LOOKALIKE_BELOW: look-alikes the finder has already aligned, such as the same
+    studio pose with another object. A few unlisted copies among them are label noise.
   - the same shot: as many training images (at most all 50,000, drawn by the seed) against a random copy of
     themselves (`augment`).
 Each pair is aligned as the finder aligns a candidate (lib/duplicates.py align_pairs) and the margin cut, so the
@@ -30,7 +30,6 @@ from lib import data, duplicates, verifier  # noqa: E402
 
 NEIGHBOURS = 3
 LOOKALIKE_BELOW = 0.85
-LOOKALIKE_GATE = 0.65    # look-alikes pass this coarse score (the finder's COARSE_GATE when the weights were trained)
 BASE_WEIGHTS = (-5.394, 1.158, 4.869, 2.042, 7.653)   # the finder's score before the verifier (w0, pixel, gradient,
                                                       # colour, gap), as fitted by bench/fit_duplicates.py at stop 25
 
@@ -75,11 +74,11 @@ def augment(x_uint8: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def lookalikes(x: np.ndarray, progress: bool = True) -> np.ndarray:
-    """(n, 2) (image, neighbour) index pairs of x: each image's NEIGHBOURS nearest other images whose coarse score
-    reaches LOOKALIKE_GATE and that score below LOOKALIKE_BELOW by BASE_WEIGHTS."""
+    """(n, 2) (image, neighbour) index pairs of x: each image's NEIGHBOURS nearest other images that pass the coarse
+    gate and score below LOOKALIKE_BELOW by BASE_WEIGHTS."""
     ret = duplicates._retrieve(x_query=x, x_ref=x, top_k=NEIGHBOURS, same_set=True, progress=progress)
     _, pix, grad, col, _, _ = duplicates._score(x_query=x, x_ref=x, cand=ret.cand, sim=ret.sim, hub=ret.hub,
-                                                gate=LOOKALIKE_GATE, measure_floor=0.0, verify=False,
+                                                gate=duplicates.COARSE_GATE, measure_floor=0.0, verify=False,
                                                 progress=progress)
     z = np.tensordot(BASE_WEIGHTS, np.stack([np.ones_like(pix), pix, grad, col, ret.sim - ret.hub[:, None]]), axes=1)
     q, k = np.nonzero(np.isfinite(z) & (1 / (1 + np.exp(-np.nan_to_num(z))) < LOOKALIKE_BELOW))

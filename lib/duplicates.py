@@ -101,8 +101,7 @@ VIEWS = ((1.25, 0.0, 0.0), (0.8, 0.0, 0.0))       # (zoom, centre x, centre y): 
 # ---- coarse alignment (16x16)
 SHIFT = 2              # +-2 cells of the 16x16 thumbnail = +-4 pixels of the 32x32 image
 ZOOMS = (0.9, 0.8)     # central crops rescaled to full size, tried on either side
-COARSE_GATE = 0.62     # find(): candidates with a lower coarse score are not refined (score 0); just below the lowest
-                       # coarse score (0.626) of a ciFAIR tuning-half pair that scores >= 0.90 once refined
+COARSE_GATE = 0.65     # find(): candidates with a lower coarse score are not refined (score 0)
 # ---- refinement (32x32)
 ECC_STEPS = 4          # Gauss-Newton steps of the correlation alignment (images blurred by 1 pixel)
 MARGIN = 3             # comparisons ignore 3 pixels at each edge of the query

@@ -6,8 +6,8 @@
    exact copies, shifts of 1-4 px, crops of 0.8-0.95 rescaled, brightness/contrast/hue changes, JPEG
    re-compression, and as many negatives; precision/recall by kind at the default thresholds.
 2. The official CIFAR-100: the whole test split (10,000) against the whole train split (50,000) with
-   find() at the defaults, run in a child process under /usr/bin/time -v (wall time, peak memory; the
-   load average is printed). Recall of ciFAIR's judgments by class on the *report* half of the test
+   find() at the defaults, run in a child process under /usr/bin/time -v, TIMED_RUNS times (median wall time,
+   peak memory; the runs must give the same pairs; the load average is printed). Recall of ciFAIR's judgments by class on the *report* half of the test
    images (lib/planted.py cifair_halves; SCORE_WEIGHTS and the thresholds were chosen on the tuning half,
    bench/fit_duplicates.py), the tuning half beside it; the same for the within-test list (same_set).
 3. False flags: ciFAIR's lists are incomplete, so a confirmed pair it does not list is not false by that
@@ -53,6 +53,7 @@ from lib import cifair, data, duplicates, params, planted  # noqa: E402
 import rejudge_duplicates as rejudge  # noqa: E402  (this folder: the judgment files and what they describe)
 
 P = params.load("quick")  # dup_* defaults (the quick set does not override them)
+TIMED_RUNS = 3     # the whole-process timing is repeated; its median is held to issue 13's 15 s
 
 
 def find_child(out: str) -> None:
@@ -161,25 +162,35 @@ def main() -> None:
         return
     data.require_official(ds, "ciFAIR's duplicate list")
 
-    # ---- 2. the whole test set against the whole train set, timed in a child process
+    # ---- 2. the whole test set against the whole train set, timed in a child process, TIMED_RUNS times (the median
+    #         is held to the goal: one run on a shared 2-core machine varies by about 15 %)
+    walls, finds, peaks, found = [], [], [], []
+    timer = shutil.which("time") and Path("/usr/bin/time").exists()
+    load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "found.pkl")
         cmd = [sys.executable, __file__, "--find-child", out]
-        timer = shutil.which("time") and Path("/usr/bin/time").exists()
-        load0 = os.getloadavg()
-        t0 = time.perf_counter()
-        run = subprocess.run((["/usr/bin/time", "-v"] if timer else []) + cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        load1 = os.getloadavg()
-        if run.returncode:
-            sys.exit(f"find child failed:\n{run.stderr[-3000:]}")
-        with open(out, "rb") as fh:
-            child = pickle.load(fh)
-    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr)
+        for _ in range(TIMED_RUNS):
+            t0 = time.perf_counter()
+            run = subprocess.run((["/usr/bin/time", "-v"] if timer else []) + cmd, capture_output=True, text=True)
+            walls.append(time.perf_counter() - t0)
+            if run.returncode:
+                sys.exit(f"find child failed:\n{run.stderr[-3000:]}")
+            with open(out, "rb") as fh:
+                child = pickle.load(fh)
+            finds.append(child["seconds"])
+            found.append(child["pairs"])
+            peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr)
+            peaks.append(int(peak.group(1)) / 2**20 if peak else float("nan"))
+    load1 = os.getloadavg()
+    if not all(f.equals(found[0]) for f in found):
+        sys.exit("find() gave different pairs in the timed runs: it should be deterministic")
+    wall, peak = float(np.median(walls)), max(peaks)
     print(f"\n2. whole test (10,000) vs train (50,000), find() at the defaults, in a child process on "
-          f"{os.cpu_count()} cores: {wall:.1f} s wall for the process (imports, data, find), find() itself "
-          f"{child['seconds']:.1f} s; peak memory {int(peak.group(1)) / 2**20:.2f} GiB" if peak else
-          f"{wall:.1f} s wall (no /usr/bin/time: peak memory not measured)")
+          f"{os.cpu_count()} cores, {TIMED_RUNS} runs (the same pairs each time): median {wall:.1f} s wall for the "
+          f"process (imports, data, find; runs {', '.join(f'{w:.1f}' for w in walls)}), find() itself median "
+          f"{np.median(finds):.1f} s; peak memory "
+          + (f"{peak:.2f} GiB" if timer else "not measured (no /usr/bin/time)"))
     print(f"   load average (1 min) before {load0[0]:.1f}, after {load1[0]:.1f}: other processes share the cores")
     pairs = child["pairs"]
     print("   flagged:", pairs["kind"].value_counts().reindex(["exact", "near", "review"]).fillna(0).astype(int).to_dict())
@@ -191,8 +202,8 @@ def main() -> None:
     print("   " + rt.to_string(index=False, float_format=lambda v: f"{v:.3f}").replace("\n", "\n   "))
     busy = "" if max(load0[0], load1[0]) < 1 else (
         f" [load average {max(load0[0], load1[0]):.1f}: other processes shared the cores, rerun on a quiet machine]")
-    goals = [_goal("full search wall (process)", wall, 15, " s") + busy,
-             _goal("full search peak memory", int(peak.group(1)) / 2**20 if peak else float("nan"), 2, " GiB"),
+    goals = [_goal(f"full search wall (process, median of {TIMED_RUNS})", wall, 15, " s") + busy,
+             _goal("full search peak memory", peak, 2, " GiB"),
              _goal("recall of ciFAIR 0+1, report half, auto", _r01(rt), 0.98, "", at_least=True)]
 
     within = cifair.load(dataset="cifar100", within_test=True)

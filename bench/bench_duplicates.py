@@ -6,10 +6,11 @@
    exact copies, shifts of 1-4 px, crops of 0.8-0.95 rescaled, brightness/contrast/hue changes, JPEG
    re-compression, and as many negatives; precision/recall by kind at the default thresholds.
 2. The official CIFAR-100: the whole test split (10,000) against the whole train split (50,000) with
-   find() at the defaults, run in a child process under /usr/bin/time -v, TIMED_RUNS times (median wall time,
-   peak memory; the runs must give the same pairs; the load average is printed). Recall of ciFAIR's judgments by class on the *report* half of the test
-   images (lib/planted.py cifair_halves; SCORE_WEIGHTS and the thresholds were chosen on the tuning half,
-   bench/fit_duplicates.py), the tuning half beside it; the same for the within-test list (same_set).
+   find() at the defaults, run in a child process under /usr/bin/time -v, TIMED_RUNS times (median wall
+   time, peak memory; the runs must give the same pairs; the load average is printed). Recall of ciFAIR's
+   judgments by class on the *report* half of the test images (lib/planted.py cifair_halves; SCORE_WEIGHTS
+   and the thresholds were chosen on the tuning half, bench/fit_duplicates.py), the tuning half beside it;
+   the same for the within-test list (same_set).
 3. False flags: ciFAIR's lists are incomplete, so a confirmed pair it does not list is not false by that
    alone. bench/cifair_unlisted_judgments.csv holds our judgment (by eye, test | train | train mirrored;
    bench/render_pairs.py draws such sheets) of the report half's unlisted confirmed pairs, by stratum.
@@ -17,13 +18,14 @@
    judged, and a seeded sample (numpy default_rng(2025)) of 100 of the other 201. The finder with the
    colour signal and the re-ranking views keeps 140 of the first 160 (all judged: a census), 175 of
    the other 201 (86 of the judged sample among them: a uniform sample of the 175), and confirms 43
-   pairs the old one did not (all judged: a census). The finder with the learned verifier (stop 26) keeps 303
-   of those pairs and confirms 28 new ones (all judged: a census, stratum "verifier finder (stop 26)"). Per stratum the false share (Wilson 95 % interval;
-   a census is exact) times its size, summed, per 1,000 test images. When the finder changes, judge
-   again the same way with bench/rejudge_duplicates.py: the judgments of pairs still flagged stay as a
-   sample of the kept pairs, the newly flagged ones are judged in full (stratum_size, stratum_drawn
-   say how; rows "no longer flagged" are ignored; bench/cifair_unlisted_population.csv lists every
-   unlisted confirmed pair of the finder the judgments describe, with its stratum).
+   pairs the old one did not (all judged: a census). The finder with the learned verifier (stop 26) keeps
+   303 of those pairs and confirms 28 new ones (all judged: a census, stratum "verifier finder (stop 26)").
+   Per stratum the false share (Wilson 95 % interval; a census is exact) times its size, summed, per 1,000
+   test images. When the finder changes, judge again the same way with bench/rejudge_duplicates.py: the
+   judgments of pairs still flagged stay as a sample of the kept pairs, the newly flagged ones are judged in
+   full (stratum_size, stratum_drawn say how; rows "no longer flagged" are ignored;
+   bench/cifair_unlisted_population.csv lists every unlisted confirmed pair of the finder the judgments
+   describe, with its stratum).
 4. imagededup's hashes (PHash, DHash, WHash; `pip install -e .[bench]`) on the same 10,000 x 50,000:
    Hamming distance <= 10 (imagededup's default) and <= 4, same counts.
 --small: section 1 only, with fewer planted pairs.

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 if not os.environ.get("MEMAUDIT_REFERENCE_DIR") and (ROOT.parent / "shared" / "data" / "reference").is_dir():
     os.environ["MEMAUDIT_REFERENCE_DIR"] = str(ROOT.parent / "shared" / "data" / "reference")  # as tests/conftest.py
-from lib import cifair, data, duplicates, planted, reference  # noqa: E402
+from lib import cifair, data, duplicates, params, planted, reference  # noqa: E402
 
 
 FIT_JUDGMENTS = ("cifair_tuning_judgments.csv", "cifair_tuning_delta_judgments.csv",
@@ -52,8 +52,8 @@ FIT_JUDGMENTS = ("cifair_tuning_judgments.csv", "cifair_tuning_delta_judgments.c
 TUNING_JUDGMENTS = FIT_JUDGMENTS + ("cifair_tuning_verifier_judgments.csv",)   # + the census of the fitted finder
 CV_SEEDS = (0, 1, 2)
 FALSE_GOAL = 25.0    # weighted judged-false pairs on the 5,000 tuning test images: 5 per 1,000 (issue 13)
-NEAR = 0.90          # the default near threshold (lib/params.py dup_near_threshold)
-TOP_K = 6            # the default candidates per query (lib/params.py dup_top_k)
+NEAR = params.Params.dup_near_threshold    # the default near threshold
+TOP_K = params.Params.dup_top_k             # the default candidates per query
 DIRECT_GRID = tuple(np.round(np.arange(0.80, 0.951, 0.01), 2))
 
 

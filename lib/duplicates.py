@@ -82,6 +82,7 @@ from lib import verifier
 
 
 PAIR_COLUMNS = ["query_idx", "ref_idx", "kind", "score", "pixel", "gradient", "colour", "verifier", "verdict"]
+_SIGNALS = ("score", "pixel", "gradient", "colour", "verifier")   # _score's first outputs, in its order
 
 # ---- retrieval descriptor
 RES = 16               # both views are described at 16x16 grey
@@ -107,7 +108,7 @@ ECC_STEPS = 4          # Gauss-Newton steps of the correlation alignment (images
 MARGIN = 3             # comparisons ignore 3 pixels at each edge of the query
 COLOUR_BLUR = 1.0      # the colour fit compares both images blurred by 1 pixel
 GREY_CHROMA = 0.02     # an image whose chroma std is below this (about 5 of 255 levels) counts as grey
-MEASURE_FLOOR = 0.5     # colour and the verifier are measured only for pairs whose score could reach this with colour 1
+MEASURE_FLOOR = 0.5    # colour and the verifier are measured only for pairs whose score could reach this with colour 1
                        # and the verifier at VERIFIER_CLIP's top; the others score as if they were there
 VERIFIER_CLIP = (-40.0, 12.0)  # the verifier's logit enters the score clipped to this range (lib/verifier.py)
 # ---- score: sigmoid(w0 + w_pixel * pixel + w_gradient * gradient + w_colour * colour + w_gap * (similarity - hub)
@@ -787,12 +788,10 @@ def near_scores(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set:
     rows = np.arange(len(x_query)) if rows is None else np.asarray(rows, np.int64)
     ret = _retrieve(x_query=x_query, x_ref=x_ref, top_k=top_k, same_set=same_set, rows=rows, progress=progress)
     xq = np.asarray(x_ref if same_set else x_query)[rows]
-    score, pix, grad, col, ver, _ = _score(x_query=xq, x_ref=x_ref, cand=ret.cand, sim=ret.sim, hub=ret.hub,
-                                           gate=COARSE_GATE, progress=progress)
+    out = _score(x_query=xq, x_ref=x_ref, cand=ret.cand, sim=ret.sim, hub=ret.hub, gate=COARSE_GATE, progress=progress)
     k = ret.cand.shape[1]
-    return pd.DataFrame({"query_idx": np.repeat(rows, k), "ref_idx": ret.cand.reshape(-1), "score": score.reshape(-1),
-                         "pixel": pix.reshape(-1), "gradient": grad.reshape(-1), "colour": col.reshape(-1),
-                         "verifier": ver.reshape(-1)})
+    return pd.DataFrame({"query_idx": np.repeat(rows, k), "ref_idx": ret.cand.reshape(-1),
+                         **{name: v.reshape(-1) for name, v in zip(_SIGNALS, out)}})
 
 
 def find(*, x_query: np.ndarray, x_ref: np.ndarray, near_threshold: float, review_threshold: float,
@@ -811,21 +810,19 @@ def find(*, x_query: np.ndarray, x_ref: np.ndarray, near_threshold: float, revie
     best_ref = np.full(len(x_query), -1, np.int64)
     if not exact_only and len(x_query) and len(x_ref) > (1 if same_set else 0):
         c = near_scores(x_query=x_query, x_ref=x_ref, top_k=top_k, same_set=same_set, progress=progress)
-        q, r = c["query_idx"].to_numpy(), c["ref_idx"].to_numpy()
-        score, pix, grad, col, ver = (c[k].to_numpy() for k in ("score", "pixel", "gradient", "colour", "verifier"))
+        q, r, score = c["query_idx"].to_numpy(), c["ref_idx"].to_numpy(), c["score"].to_numpy()
         order = np.lexsort((-score, q))                           # per query, best first
         first = order[np.r_[True, q[order][1:] != q[order][:-1]]]
         scored = score[first] > 0
         best_score[q[first][scored]] = score[first][scored]
         best_ref[q[first][scored]] = r[first][scored]
-        flagged = score >= review_threshold
-        q, r, score, pix, grad, col, ver = (v[flagged] for v in (q, r, score, pix, grad, col, ver))
+        c = c[score >= review_threshold]
+        q, r = c["query_idx"].to_numpy(), c["ref_idx"].to_numpy()
         if same_set:  # each unordered pair once, as (smaller, larger)
             q, r = np.minimum(q, r), np.maximum(q, r)
-        near = pd.DataFrame({"query_idx": q, "ref_idx": r, "kind": np.where(score >= near_threshold, "near", "review"),
-                             "score": score.astype(np.float64), "pixel": pix.astype(np.float64),
-                             "gradient": grad.astype(np.float64), "colour": col.astype(np.float64),
-                             "verifier": ver.astype(np.float64)})
+        near = pd.DataFrame({"query_idx": q, "ref_idx": r,
+                             "kind": np.where(c["score"] >= near_threshold, "near", "review"),
+                             **{name: c[name].to_numpy(np.float64) for name in _SIGNALS}})
         near["verdict"] = np.where(near["kind"] == "near", "confirm", "reject")
         near = near.sort_values("score", ascending=False).drop_duplicates(["query_idx", "ref_idx"])
         if len(exact):  # an exact pair is listed once, as exact

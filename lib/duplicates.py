@@ -24,7 +24,9 @@ colour-changed, re-compressed or framed) are found in three stages:
 2. Coarse alignment, every candidate: 12x12 windows of 16x16 grey thumbnails, the query and its
    mirror image moved by -4..+4 pixels (2-pixel steps) along each axis, the reference at zoom 1
    and magnified by 1/z or shrunk by z for z in ZOOMS; coarse score = best mean of the pixel and
-   gradient correlations. Candidates below COARSE_GATE stop here (score 0 in `find`).
+   gradient correlations. Candidates below COARSE_GATE stop here (score 0 in `find`), unless
+   retrieval already singles them out (similarity at least COARSE_GATE_GAP above the query's hub):
+   the 2-pixel grid underrates thin structures (a worm, wires) that a 1-pixel shift decorrelates.
 3. Refinement: from the best coarse alignment, ECC (maximising the correlation coefficient,
    Evangelidis & Psarakis 2008; ECC_STEPS Gauss-Newton steps on the 32x32 grey images blurred by
    1 pixel) fits x_ref = a x + c, y_ref = b y + d (mirrored when a < 0; |a|, |b| in [0.55, 1.8]).
@@ -102,7 +104,8 @@ VIEWS = ((1.25, 0.0, 0.0), (0.8, 0.0, 0.0))       # (zoom, centre x, centre y): 
 # ---- coarse alignment (16x16)
 SHIFT = 2              # +-2 cells of the 16x16 thumbnail = +-4 pixels of the 32x32 image
 ZOOMS = (0.9, 0.8)     # central crops rescaled to full size, tried on either side
-COARSE_GATE = 0.65     # find(): candidates with a lower coarse score are not refined (score 0)
+COARSE_GATE = 0.65     # find(): candidates with a lower coarse score are not refined (score 0) ...
+COARSE_GATE_GAP = 0.2  # ... unless their retrieval similarity is this far above the query's hub (1 in 800 of them)
 # ---- refinement (32x32)
 ECC_STEPS = 4          # Gauss-Newton steps of the correlation alignment (images blurred by 1 pixel)
 MARGIN = 3             # comparisons ignore 3 pixels at each edge of the query
@@ -699,10 +702,11 @@ def _combine(pixel: np.ndarray, gradient: np.ndarray, colour: np.ndarray, gap: n
 
 
 def _score(*, x_query, x_ref, cand: np.ndarray, sim: np.ndarray, hub: np.ndarray, gate: float | None,
-           measure_floor: float = MEASURE_FLOOR, verify: bool = True, block: int = 512,
-           progress: bool = False) -> tuple[np.ndarray, ...]:
+           gate_gap: float | None = None, measure_floor: float = MEASURE_FLOOR, verify: bool = True,
+           block: int = 512, progress: bool = False) -> tuple[np.ndarray, ...]:
     """score, pixel, gradient, colour, verifier, coarse score (n_query, k) of each query against its candidates;
-    candidates whose coarse score is below `gate` are not refined (score 0, the signals NaN). colour and the
+    candidates whose coarse score is below `gate` are not refined (score 0, the signals NaN), unless their retrieval
+    gap (sim - hub) is at least `gate_gap` (None: no exception). colour and the
     verifier are measured where the score could reach measure_floor, and count as 1 and the top of VERIFIER_CLIP
     elsewhere (NaN in the output); verify=False: the verifier is never run (and counts as that top)."""
     xq_all, xr_all = torch.as_tensor(np.asarray(x_query)), torch.as_tensor(np.asarray(x_ref))
@@ -728,7 +732,10 @@ def _score(*, x_query, x_ref, cand: np.ndarray, sim: np.ndarray, hub: np.ndarray
     col = np.full((n_q, k), np.nan, np.float32)
     ver = np.full((n_q, k), np.nan, np.float32)
     gap = np.asarray(sim, np.float32) - np.asarray(hub, np.float32)[:, None]
-    qi, ki = np.nonzero(coarse >= gate) if gate is not None else np.nonzero(np.ones((n_q, k), bool))
+    refine = np.ones((n_q, k), bool) if gate is None else coarse >= gate
+    if gate is not None and gate_gap is not None:
+        refine |= gap >= gate_gap
+    qi, ki = np.nonzero(refine)
     for s in range(0, len(qi), 1024):
         q, kk = qi[s:s + 1024], ki[s:s + 1024]
         a, g, c, v = _refine(xq_all[torch.as_tensor(q)], xr_all[torch.as_tensor(cand[q, kk])],
@@ -782,13 +789,14 @@ def candidates(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set: 
 def near_scores(*, x_query: np.ndarray, x_ref: np.ndarray, top_k: int, same_set: bool = False,
                 rows: np.ndarray | None = None, progress: bool = False) -> pd.DataFrame:
     """Every retrieved candidate of the queries `rows` (default all) with find()'s signals: query_idx, ref_idx,
-    score, pixel, gradient, colour, verifier (score 0 and NaN signals below COARSE_GATE). find() flags these by its
-    thresholds; a query's candidates do not depend on which other queries are searched, so a subset gives find()'s
-    answer for those queries (tests use this)."""
+    score, pixel, gradient, colour, verifier (score 0 and NaN signals below COARSE_GATE, see COARSE_GATE_GAP). find()
+    flags these by its thresholds; a query's candidates do not depend on which other queries are searched, so a
+    subset gives find()'s answer for those queries (tests use this)."""
     rows = np.arange(len(x_query)) if rows is None else np.asarray(rows, np.int64)
     ret = _retrieve(x_query=x_query, x_ref=x_ref, top_k=top_k, same_set=same_set, rows=rows, progress=progress)
     xq = np.asarray(x_ref if same_set else x_query)[rows]
-    out = _score(x_query=xq, x_ref=x_ref, cand=ret.cand, sim=ret.sim, hub=ret.hub, gate=COARSE_GATE, progress=progress)
+    out = _score(x_query=xq, x_ref=x_ref, cand=ret.cand, sim=ret.sim, hub=ret.hub, gate=COARSE_GATE,
+                 gate_gap=COARSE_GATE_GAP, progress=progress)
     k = ret.cand.shape[1]
     return pd.DataFrame({"query_idx": np.repeat(rows, k), "ref_idx": ret.cand.reshape(-1),
                          **{name: v.reshape(-1) for name, v in zip(_SIGNALS, out)}})

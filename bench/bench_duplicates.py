@@ -10,7 +10,8 @@
    time, peak memory; the runs must give the same pairs; the load average is printed). Recall of ciFAIR's
    judgments by class on the *report* half of the test images (lib/planted.py cifair_halves; SCORE_WEIGHTS
    and the thresholds were chosen on the tuning half, bench/fit_duplicates.py), the tuning half beside it;
-   the same for the within-test list (same_set).
+   the same for the within-test list (same_set). Where the missed pairs stop (miss_stages), and the recall if
+   retrieval were perfect (every listed pair scored directly).
 3. False flags: ciFAIR's lists are incomplete, so a confirmed pair it does not list is not false by that
    alone. bench/cifair_unlisted_judgments.csv holds our judgment (by eye, test | train | train mirrored;
    bench/render_pairs.py draws such sheets) of the report half's unlisted confirmed pairs, by stratum.
@@ -89,6 +90,31 @@ def recall_table(lst: pd.DataFrame, kind_of: dict, halves: np.ndarray, unordered
     order = {"report": 0, "tuning": 1}
     return pd.DataFrame(rows).sort_values(["half", "judgment"], key=lambda s: s.map(order) if s.name == "half"
                                           else s.astype(str)).reset_index(drop=True)
+
+
+def miss_stages(ds, listed: pd.DataFrame, kind_of: dict, halves: np.ndarray) -> pd.DataFrame:
+    """Where find() loses ciFAIR's pairs 0+1, per half: never among the top_k candidates, stopped at the coarse gate,
+    refined but below the review band, or in the review band; and `direct`: the share that reaches the near
+    threshold when every listed pair is aligned and scored directly (score_pairs: no retrieval, no gate), i.e.
+    the recall with perfect retrieval, which bounds what better candidates alone could add."""
+    lst = listed[listed["judgment"] <= 1]
+    queries = np.unique(lst["test_idx"])
+    c = duplicates.near_scores(x_query=ds.x_test, x_ref=ds.x_train, top_k=P.dup_top_k, rows=queries)
+    cand = dict(zip(zip(c["query_idx"], c["ref_idx"]), c["score"]))
+    pairs = lst[["test_idx", "train_idx"]].to_numpy()
+    direct = duplicates.score_pairs(x_query=ds.x_test, x_ref=ds.x_train, pairs=pairs)[0]
+    auto = np.array([kind_of.get((a, b)) in ("exact", "near") for a, b in pairs])
+    score = np.array([cand.get((a, b), np.nan) for a, b in pairs])
+    rows = []
+    for half, in_half in (("report", ~halves[pairs[:, 0]]), ("tuning", halves[pairs[:, 0]])):
+        m, s = ~auto & in_half, score[in_half & ~auto]
+        rows.append(dict(half=half, pairs=int(in_half.sum()), found=int((auto & in_half).sum()),
+                         not_retrieved=int(np.isnan(s).sum()), coarse_gate=int((s == 0).sum()),
+                         below_review=int(((s > 0) & (s < P.dup_review_threshold)).sum()),
+                         review_band=int((s >= P.dup_review_threshold).sum()),
+                         direct=f"{np.mean((direct[in_half] >= P.dup_near_threshold) | auto[in_half]):.3f}"))
+        assert sum(rows[-1][k] for k in ("not_retrieved", "coarse_gate", "below_review", "review_band")) == m.sum()
+    return pd.DataFrame(rows)
 
 
 def planted_section(small: bool, ds) -> None:
@@ -202,6 +228,10 @@ def main() -> None:
     print("   ciFAIR train-test list, share found: auto = exact/near (confirm), with_review = also the review band")
     rt = recall_table(listed, kind_of, halves)
     print("   " + rt.to_string(index=False, float_format=lambda v: f"{v:.3f}").replace("\n", "\n   "))
+    print("   where find() misses ciFAIR's pairs 0+1 (not among the candidates / stopped at the coarse gate / refined "
+          "below the review band / in it); direct = share at the near threshold or above when every listed pair is "
+          "scored directly (perfect retrieval, no gate)")
+    print("   " + miss_stages(ds, listed, kind_of, halves).to_string(index=False).replace("\n", "\n   "))
     busy = "" if max(load0[0], load1[0]) < 1 else (
         f" [load average {max(load0[0], load1[0]):.1f}: other processes shared the cores, rerun on a quiet machine]")
     goals = [_goal(f"full search wall (process, median of {TIMED_RUNS})", wall, 15, " s") + busy,

@@ -563,6 +563,16 @@ def _sample(img: torch.Tensor, p: torch.Tensor, coords: torch.Tensor) -> torch.T
         n, img.shape[1], -1)
 
 
+def _rgb(x_uint8: torch.Tensor) -> torch.Tensor:
+    """(n, 32, 32, 3) uint8 -> (n, 3, 32, 32) float32 in [0, 1]."""
+    return x_uint8.permute(0, 3, 1, 2).float() / 255
+
+
+def _warped_rgb(xr: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """(n, 32, 32, 3) uint8 references resampled at alignments p (n, 4) -> (n, 3, 32, 32) float32 in [0, 1]."""
+    return _sample(_rgb(xr), p, _C32).reshape(len(p), 3, 32, 32)
+
+
 def _ecc(gq: torch.Tensor, gr: torch.Tensor, p: torch.Tensor, steps: int, sigma: float = 1.0,
          ) -> tuple[torch.Tensor, torch.Tensor]:
     """Correlation alignment (ECC, Evangelidis & Psarakis 2008) of the reference to the query under
@@ -619,8 +629,8 @@ def _patch_ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return r.mean(1)
 
 
-def _colour_fit(xq: torch.Tensor, cw: torch.Tensor) -> torch.Tensor:
-    """(n, 32, 32, 3) uint8 queries and (n, 3, 32, 32) float [0, 1] aligned references -> (n,) `colour`: how well
+def _colour_fit(cq: torch.Tensor, cw: torch.Tensor) -> torch.Tensor:
+    """(n, 3, 32, 32) float [0, 1] queries and aligned references -> (n,) `colour`: how well
     one image's colours predict the other's chroma (each pixel's colour less its grey level).
 
     In each direction an affine colour map (3x3 and an offset, least squares over the pixels inside the margin,
@@ -632,8 +642,7 @@ def _colour_fit(xq: torch.Tensor, cw: torch.Tensor) -> torch.Tensor:
     low: when this was chosen, the smaller share ranked ciFAIR's tuning pairs better than the larger
     (bench/fit_duplicates.py's cross-validation: 0.914 vs 0.896 at that fit's operating point), at that cost.
     When either image has no chroma (a grey image: chroma std < GREY_CHROMA) colour says nothing and is 1."""
-    n = len(xq)
-    cq = xq.permute(0, 3, 1, 2).float() / 255
+    n = len(cq)
     z = torch.cat([_blur(c, COLOUR_BLUR)[..., _IN, _IN].reshape(n, 3, -1) for c in (cq, cw)], 1)   # (n, 6, P)
     z = torch.cat([z, torch.ones_like(z[:, :1])], 1)
     gram = (z @ z.transpose(1, 2)).double()                                  # (n, 7, 7): every sum the fits need
@@ -664,8 +673,8 @@ def align_pairs(xq: torch.Tensor, xr: torch.Tensor, chunk: int = 1024) -> tuple[
         gq, gr = _grey(q), _grey(r)
         rp, rg = (v.half().float()[:, None] for v in _ref_windows(gr))     # as _score keeps them
         p, _ = _ecc(gq, gr, _coarse(gq, rp, rg)[3][:, 0], ECC_STEPS)
-        ws.append(_sample(r.permute(0, 3, 1, 2).float() / 255, p, _C32).reshape(len(q), 3, 32, 32))
-        qs.append(q.permute(0, 3, 1, 2).float() / 255)
+        ws.append(_warped_rgb(r, p))
+        qs.append(_rgb(q))
     return torch.cat(qs), torch.cat(ws)
 
 
@@ -684,10 +693,9 @@ def _refine(xq: torch.Tensor, xr: torch.Tensor, p0: torch.Tensor, gap: np.ndarra
     top = np.full(len(p), VERIFIER_CLIP[1], np.float32)
     need = torch.as_tensor(_combine(pix.numpy(), grad.numpy(), np.ones(len(p), np.float32), gap, top) >= measure_floor)
     if need.any():
-        cw = _sample(xr[need].permute(0, 3, 1, 2).float() / 255, p[need], _C32).reshape(-1, 3, 32, 32)
-        col[need] = _colour_fit(xq[need], cw)
+        cq, cw = _rgb(xq[need]), _warped_rgb(xr[need], p[need])
+        col[need] = _colour_fit(cq, cw)
         if verify:
-            cq = xq[need].permute(0, 3, 1, 2).float() / 255
             ver[need] = verifier.default().logits(cq[..., _IN, _IN], cw[..., _IN, _IN])
     return pix, grad, col, ver
 

@@ -173,8 +173,8 @@ def test_scores_identity_mirror_and_transform_order(smoke_data):
 
 def test_colour_fit_accepts_recoloured_copies_and_rejects_other_colours(smoke_data):
     import torch
-    x = torch.as_tensor(smoke_data.x_test[:64])
-    ref = x.permute(0, 3, 1, 2).float() / 255                                   # (n, 3, 32, 32) "aligned" copies
+    x = duplicates._rgb(torch.as_tensor(smoke_data.x_test[:64]))                # (n, 3, 32, 32) float queries
+    ref = x.clone()                                                              # and their "aligned" copies
     assert (duplicates._colour_fit(x, ref) > 0.99).all()
     # an invertible global recolouring keeps the colour signal: swapped channels, a tint with less contrast
     for m, b in ((torch.eye(3)[[2, 0, 1]], 0.0), (0.6 * torch.eye(3), torch.tensor([0.2, 0.1, 0.0]))):

@@ -231,18 +231,18 @@ def test_retrieval_gap_overrides_the_coarse_gate(cifar_full):
     pair). The 2-pixel coarse grid underrates the thin bright line (coarse score below COARSE_GATE), but retrieval
     singles the train image out (its similarity is COARSE_GATE_GAP or more above the query's hub), so it is refined
     and confirmed; without the exception it scored 0."""
-    q, r = 2596, 14396
+    q, r, defaults = 2596, 14396, params.Params()
     x_q = cifar_full.x_test[[q]]
-    ret = duplicates._retrieve(x_query=x_q, x_ref=cifar_full.x_train, top_k=params.Params().dup_top_k)
+    ret = duplicates._retrieve(x_query=x_q, x_ref=cifar_full.x_train, top_k=defaults.dup_top_k)
     k = list(ret.cand[0]).index(r)
     kw = dict(x_query=x_q, x_ref=cifar_full.x_train, cand=ret.cand, sim=ret.sim, hub=ret.hub,
               gate=duplicates.COARSE_GATE)
     plain, bypass = duplicates._score(**kw), duplicates._score(**kw, gate_gap=duplicates.COARSE_GATE_GAP)
     assert plain[5][0, k] < duplicates.COARSE_GATE and ret.sim[0, k] - ret.hub[0] >= duplicates.COARSE_GATE_GAP
     assert plain[0][0, k] == 0 and bypass[1][0, k] > 0.95
-    c = duplicates.near_scores(x_query=cifar_full.x_test, x_ref=cifar_full.x_train, top_k=params.Params().dup_top_k,
+    c = duplicates.near_scores(x_query=cifar_full.x_test, x_ref=cifar_full.x_train, top_k=defaults.dup_top_k,
                                rows=np.array([q]))
-    assert c.loc[c["ref_idx"] == r, "score"].item() >= params.Params().dup_near_threshold
+    assert c.loc[c["ref_idx"] == r, "score"].item() >= defaults.dup_near_threshold
 
 
 def test_measure_floor_only_skips_pairs_that_cannot_reach_it(smoke_data):

@@ -15,14 +15,12 @@ from lib.params import ROOT
 
 REFERENCE = ROOT / "figures" / "reference"
 QUICK = ROOT / "figures" / "quick"
-N = r"(?P<{}>[\d,]+)"   # a named integer group; thousands separators allowed
 
 
 def _pattern(template: str) -> str:
-    """`{name}` -> a named integer group, `{name:f}` -> a named decimal group; whitespace matches any whitespace."""
+    """`{name}` -> a named integer group (thousands separators allowed), `{name:f}` -> a named decimal group."""
     out = re.sub(r"\{(\w+):f\}", r"(?P<\1>\\d+\\.\\d+)", template)
-    out = re.sub(r"\{(\w+)\}", lambda m: N.format(m.group(1)), out)
-    return re.sub(r"\\? ", r"\\s+", out)
+    return re.sub(r"\{(\w+)\}", r"(?P<\1>[\\d,]+)", out)
 
 
 def _text(path) -> str:

@@ -179,7 +179,6 @@ def test_signature_tracks_the_removal_set(P):
     assert retrain.signature(P=P, planned=full, data_digest="d")["weight_decay"] == 5e-4
 
 
-@pytest.mark.slow
 def _tiny() -> tuple[params.Params, Buckets]:
     """Two one-epoch models per condition on 60 images of 3 classes, and buckets that fit them."""
     P = params.load("smoke", retrain_epochs=1, lr_peak_epoch=0.5, n_retrain_models=2, width=8, batch_size=32,
@@ -188,6 +187,7 @@ def _tiny() -> tuple[params.Params, Buckets]:
                        cause=np.array(["exact"]), memorized_bucket_idx=np.array([0, 9, 30]))
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted(tmp_path):
     """Two models of a random control: one then the other (a resume) equals both at once, bit for bit,
     and so do two worker processes sharing the condition."""
@@ -227,6 +227,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
         retrain.open_condition(P=P, planned=other, ds=ds)
 
 
+@pytest.mark.slow
 def test_a_worker_opens_each_condition_once_per_run_of_its_models(tmp_path, monkeypatch):
     """train_jobs (a worker process or a SLURM task) trains its (condition, model) pairs in order, opening a
     condition's store once for each run of consecutive models of it, and fills every row it was given."""
